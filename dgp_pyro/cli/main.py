@@ -1,0 +1,51 @@
+"""The ``dgp-pyro`` command line.
+
+Each verb lives in its own module of this package with two functions, ``add_parser(subparsers)``
+and ``run(args) -> int``; this module only dispatches. A :class:`~dgp_pyro.errors.DGPError`
+(anything the user can fix) is printed as one line on stderr with exit code 2; any other
+exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from dgp_pyro import __version__
+from dgp_pyro.errors import DGPError
+
+#: Verbs in the order ``--help`` lists them; each is a module ``dgp_pyro.cli.<verb>``.
+VERBS = ("synth", "info", "train", "predict", "evaluate", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dgp-pyro",
+        description="Semi-supervised animal pose tracking (Deep Graph Pose in Pyro), 2D and multi-view 3D.",
+    )
+    parser.add_argument("--version", action="version", version=f"dgp-pyro {__version__}")
+    subparsers = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for verb in VERBS:
+        module = importlib.import_module(f"dgp_pyro.cli.{verb}")
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except DGPError as error:
+        print(f"dgp-pyro {args.verb}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dgp-pyro {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+r"""Calibration of Gaussian keypoint posteriors: empirical coverage of credible intervals.
+
+For every coordinate (x and y counted separately) with a true value, the equal-tailed
+interval at level :math:`p` of a Gaussian marginal :math:`N(m, s^2)` is
+:math:`m \pm z_{(1+p)/2}\, s`; its coverage is the share of true values inside. A calibrated
+posterior covers a fraction :math:`p` of them at every level, up to binomial error
+:math:`\sqrt{p(1-p)/n}`.
+
+The binomial error treats the :math:`n` coordinates as independent. x and y of one point, and
+the keypoints of one image, are not quite, so the real uncertainty of a coverage is somewhat
+larger and :func:`calibration_note` errs on the side of flagging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from jaxtyping import Float
+from scipy.stats import norm
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dgp_pyro.infer.posterior import KeypointPosterior
+
+__all__ = ["DEFAULT_CURVE_LEVELS", "coverage_curve", "calibration_note"]
+
+#: Levels of a calibration curve by default: 5 %, 10 %, ..., 95 %.
+DEFAULT_CURVE_LEVELS = np.linspace(0.05, 0.95, 19)
+
+
+def coverage_curve(
+    posterior: KeypointPosterior | tuple[np.ndarray, np.ndarray],
+    truth: Float[np.ndarray, "... 2"],
+    levels: Sequence[float] | np.ndarray = DEFAULT_CURVE_LEVELS,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Coverage of equal-tailed Gaussian credible intervals at each level.
+
+    Args:
+        posterior: a :class:`~dgp_pyro.infer.posterior.KeypointPosterior` (its marginal
+            mean and standard deviation are used) or a tuple ``(mean, std)`` of arrays shaped
+            like ``truth``.
+        truth: true coordinates, e.g. ``(T, K, 2)``; NaN = no truth.
+        levels: nominal levels, each strictly between 0 and 1.
+
+    Returns:
+        ``(levels (L,), coverage (L,), n)``: ``n`` is the number of coordinates scored (truth,
+        mean and a positive finite std all present); coverage is NaN when ``n == 0``.
+    """
+    if isinstance(posterior, tuple):
+        mean, std = posterior
+    else:
+        mean, std = posterior.mean, posterior.std
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    if mean.shape != truth.shape or std.shape != truth.shape:
+        raise ValueError(f"mean {mean.shape}, std {std.shape} and truth {truth.shape} must have one shape")
+    levels = np.asarray(levels, dtype=np.float64).ravel()
+    if np.any(~((levels > 0) & (levels < 1))):
+        raise ValueError("levels must lie strictly between 0 and 1 (0.9 is 90 %)")
+    ok = np.isfinite(truth) & np.isfinite(mean) & np.isfinite(std) & (std > 0)
+    n = int(ok.sum())
+    if n == 0:
+        return levels, np.full(levels.shape, np.nan), 0
+    z = np.abs(truth[ok] - mean[ok]) / std[ok]
+    half = norm.ppf(0.5 + levels / 2.0)
+    coverage = (z[None, :] <= half[:, None]).mean(axis=1)
+    return levels, coverage, n
+
+
+def calibration_note(
+    levels: Sequence[float] | np.ndarray,
+    coverage: Sequence[float] | np.ndarray,
+    n: int,
+    z: float | None = None,
+) -> str:
+    """One line: over-confident, under-confident, calibrated (or mixed), from a coverage curve.
+
+    A level is off when its coverage differs from nominal by more than ``z`` binomial standard
+    errors :math:`\\sqrt{p(1-p)/n}`. ``z`` defaults to the two-sided Bonferroni bound for a 5 %
+    family-wise error over the levels (about 3.0 for 19 levels, 2.4 for 3), so a calibrated
+    posterior is called calibrated 95 % of the time.
+
+    Returns:
+        a sentence starting with ``"over-confident"``, ``"under-confident"``, ``"mixed"``,
+        ``"calibrated"`` or ``"no truth"``.
+    """
+    levels = np.asarray(levels, dtype=np.float64).ravel()
+    coverage = np.asarray(coverage, dtype=np.float64).ravel()
+    if levels.shape != coverage.shape:
+        raise ValueError(f"{levels.size} levels but {coverage.size} coverages")
+    if n <= 0 or levels.size == 0 or not np.isfinite(coverage).any():
+        return "no truth: no coordinates to assess calibration on"
+    if z is None:
+        z = float(norm.ppf(1.0 - 0.05 / (2.0 * levels.size)))
+    se = np.sqrt(levels * (1.0 - levels) / n)
+    dev = (coverage - levels) / se
+    below = np.isfinite(dev) & (dev < -z)
+    above = np.isfinite(dev) & (dev > z)
+
+    def example(mask: np.ndarray) -> str:
+        i = int(np.argmax(np.abs(np.where(mask, dev, 0.0))))
+        return (
+            f"{levels[i] * 100:g}% intervals cover {coverage[i] * 100:.1f}% "
+            f"(expected {levels[i] * 100:g}% +/- {z * se[i] * 100:.1f}%)"
+        )
+
+    count = f"of {levels.size} levels, n={n} coordinates"
+    if below.any() and above.any():
+        return (
+            f"mixed: coverage below nominal at {below.sum()} and above at {above.sum()} {count}; "
+            f"e.g. {example(below)} and {example(above)}"
+        )
+    if below.any():
+        return (
+            f"over-confident: coverage below nominal beyond binomial error at {below.sum()} {count}; "
+            f"e.g. {example(below)}; the intervals are too narrow"
+        )
+    if above.any():
+        return (
+            f"under-confident: coverage above nominal beyond binomial error at {above.sum()} {count}; "
+            f"e.g. {example(above)}; the intervals are too wide"
+        )
+    return f"calibrated: coverage within {z:.2g} binomial standard errors of nominal at every level ({count})"

@@ -1,0 +1,435 @@
+"""``dgp-pyro evaluate``: accuracy of a trained run on its held-out frames and against ground truth.
+
+**Held-out labeled frames** (always): the run's ``split.json`` test images get the run's
+posterior (:func:`~dgp_pyro.infer.posterior.image_posteriors`: in their video context when
+they were extracted from one of the project's videos) and its mean is compared with their
+labels, in the images' own pixels: ``rmse_px``, ``median_px``, ``mean_px``, ``pck_5px``,
+``pck_10px`` (share of points within 5 / 10 px), ``n`` (scored points), ``n_test_frames``,
+``per_keypoint``, for scale ``mean_pose_rmse_px`` (the RMSE of predicting every keypoint at
+its mean training label), and ``coverage_50``, ``coverage_90``, ``coverage_95``: the share of
+held-out label coordinates inside each equal-tailed posterior interval.
+
+**Ground truth** (``--truth``): every frame of the project's videos is predicted and compared
+with the true 2D points of a ``ground_truth.npz`` (synthetic projects: ``points_2d (T, V, J,
+2)``, ``visible (T, V, J)``, ``keypoints``, ``views``, ``labeled_frames``). ``--truth`` alone
+uses the project's own ``ground_truth.npz``; ``--truth FILE`` names one. Reported as
+``truth_*`` keys over four sets of points: all frames (``truth_rmse_px``), the frames that
+were not labeled (``truth_unlabeled_*``, what a tracker is for), the points visible in their
+view (``truth_visible_*``), and both (``truth_unlabeled_visible_*``). In a multi-view project
+each view's video is predicted by the shared network and compared with ``points_2d[:, v]``.
+
+Against ground truth the posterior over whole videos is scored the same way, with
+``truth_coverage_*`` over all frames.
+
+**Cached predictions**: posteriors are written to ``RUN/predictions/`` (videos:
+``<stem>_<scorer>.h5``; held-out images: ``labeled_test_<scorer>.h5``) with their interval
+columns and read back instead of predicting again when they are newer than the run's last
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dgp_pyro.errors import DGPError
+from dgp_pyro.eval.metrics import (
+    format_table,
+    keypoint_errors,
+    mean_pose_baseline,
+    summarize_errors,
+)
+
+#: ``--truth`` given without a file: use the project's own ground truth.
+PROJECT_TRUTH = "<project>"
+#: The subsets of ground-truth points reported, and their key prefixes.
+TRUTH_SUBSETS = ("all", "unlabeled", "visible", "unlabeled_visible")
+_HEADLINE = ("rmse_px", "median_px", "mean_px", "pck_5px", "pck_10px", "n")
+#: Credible levels whose coverage is reported.
+LEVELS = (0.5, 0.9, 0.95)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="accuracy on the held-out labeled frames (and against ground truth with --truth)",
+        description="Predict the run's held-out labeled images and report RMSE, median error and PCK; "
+        "with --truth, also every video frame against ground-truth 2D points.",
+    )
+    parser.add_argument("run", help="run folder written by `dgp-pyro train`")
+    parser.add_argument(
+        "--truth",
+        nargs="?",
+        const=PROJECT_TRUTH,
+        default=None,
+        metavar="FILE",
+        help="also score every video frame against ground truth: a ground_truth.npz, or nothing "
+        "for the project's own",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--batch-size", type=int, default=16, help="frames per forward pass (default 16)")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="predict again even if predictions are cached"
+    )
+    return parser
+
+
+# --------------------------------------------------------------------------- caching
+
+
+def _fresh(path: Path, run) -> bool:
+    last = run.last_checkpoint
+    return path.is_file() and (not last.is_file() or path.stat().st_mtime >= last.stat().st_mtime)
+
+
+def _cached_table(path: Path, run, keypoints: list[str], use_cache: bool):
+    from dgp_pyro.data.predictions import read_predictions
+
+    if not use_cache or not _fresh(path, run):
+        return None
+    try:
+        table = read_predictions(path)
+    except DGPError:
+        return None
+    return table if table.keypoints == keypoints else None
+
+
+class _NetworkOnce:
+    """Loads the run's network on first use (cached predictions may make it unnecessary)."""
+
+    def __init__(self, run, device: str):
+        self.run, self.device, self.network = run, device, None
+
+    def __call__(self):
+        if self.network is None:
+            self.network = self.run.network(self.device)
+        return self.network
+
+
+# --------------------------------------------------------------------------- held-out frames
+
+
+def evaluate_test_images(
+    run, project, network, batch_size: int = 16, use_cache: bool = True
+) -> dict[str, Any]:
+    """Metrics on the run's held-out labeled images (see the module doc)."""
+    from dgp_pyro.infer.posterior import image_posteriors
+    from dgp_pyro.infer.predict import summaries_to_table, write_prediction_files
+
+    keypoints = list(run.config.keypoints)
+    samples = project.network_samples()
+    index_of = {key: i for i, key in enumerate(samples.image_keys)}
+    missing = [k for k in run.split["test"] if k not in index_of]
+    if missing:
+        raise DGPError(
+            f"the run's held-out images are no longer in the project ({', '.join(missing[:3])})",
+            run.path / "split.json",
+        )
+    test = np.array([index_of[k] for k in run.split["test"]], dtype=np.int64)
+    train = np.array([index_of[k] for k in run.split["train"] if k in index_of], dtype=np.int64)
+    out: dict[str, Any] = {
+        "n_test_frames": int(len(set(samples.frame_index[test].tolist()))),
+        "n_test_images": int(len(test)),
+    }
+    if len(test) == 0:
+        out.update({key: None for key in _HEADLINE})
+        out.update({"n": 0, "per_keypoint": {}, "mean_pose_rmse_px": None})
+        return out
+    cache = run.predictions_dir / f"labeled_test_{run.scorer}.h5"
+    table = _cached_table(cache, run, keypoints, use_cache)
+    if table is None or table.image_keys != list(run.split["test"]):
+        posterior = image_posteriors(
+            run, [samples.image_paths[i] for i in test], list(run.split["test"]), LEVELS, network=network()
+        )
+        table = summaries_to_table(
+            posterior.as_summaries(),
+            keypoints,
+            run.scorer,
+            image_keys=run.split["test"],
+            extras=posterior.interval_columns(),
+        )
+        write_prediction_files(table, run.predictions_dir, cache.stem, formats=("h5",))
+    truth = samples.labels[test]
+    dist = keypoint_errors(table.xy, truth)
+    out.update(summarize_errors(dist, keypoints, truth_present=np.isfinite(truth).all(-1)))
+    out.update(table_coverage(table, truth))
+    baseline = mean_pose_baseline(samples.labels[train], len(test))
+    out["mean_pose_rmse_px"] = summarize_errors(keypoint_errors(baseline, truth), keypoints)["rmse_px"]
+    return out
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+def _load_truth(path: Path) -> dict[str, Any]:
+    """Read a ground-truth file into ``{"keypoints", "views", "sessions": {name: arrays}}``.
+
+    Per-session arrays (``points_2d``, ``visible``, ``labeled_frames``) are either unprefixed
+    (one session, its name from ``sessions`` if stored) or stored as ``<session>/<key>``.
+    """
+    if not path.is_file():
+        raise DGPError("ground-truth file not found", path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            raw = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as error:
+        raise DGPError(f"cannot read the ground truth as .npz ({error})", path) from error
+    if "keypoints" not in raw:
+        raise DGPError("the ground truth lacks keypoints", path, hint="expected keypoints (J,)")
+    names = [str(s) for s in raw.get("sessions", [])]
+    if "points_2d" in raw:
+        per_session = {(names[0] if len(names) == 1 else ""): ""}
+    else:
+        per_session = {name: f"{name}/" for name in names if f"{name}/points_2d" in raw}
+        if not per_session:
+            raise DGPError("the ground truth lacks points_2d", path, hint="expected points_2d (T, V, J, 2)")
+    sessions = {}
+    for name, prefix in per_session.items():
+        points = np.asarray(raw[f"{prefix}points_2d"], dtype=float)
+        if points.ndim == 3:  # (T, J, 2): a single view
+            points = points[:, None]
+        if points.ndim != 4 or points.shape[-1] != 2:
+            raise DGPError(f"{prefix}points_2d has shape {points.shape}, expected (T, V, J, 2)", path)
+        t, v, j, _ = points.shape
+        visible = raw.get(f"{prefix}visible")
+        visible = np.ones((t, v, j), bool) if visible is None else np.asarray(visible, bool).reshape(t, v, j)
+        labeled = np.asarray(raw.get(f"{prefix}labeled_frames", np.zeros(0, np.int64)))
+        mask = np.zeros(t, bool)
+        if labeled.dtype == bool and labeled.shape == (t,):
+            mask = labeled
+        elif labeled.size:
+            mask[labeled.astype(np.int64)] = True
+        sessions[name] = {"points_2d": points, "visible": visible, "labeled_mask": mask}
+    n_views = next(iter(sessions.values()))["points_2d"].shape[1]
+    return {
+        "keypoints": [str(k) for k in raw["keypoints"]],
+        "views": [str(x) for x in raw.get("views", [f"view{i}" for i in range(n_views)])],
+        "sessions": sessions,
+    }
+
+
+def _channel_map(project, keypoints: list[str], truth: dict, path: Path) -> dict[str, list[tuple[int, int]]]:
+    """For each video role (a view name, or "" for a video holding every view): channel -> (v, j)."""
+    gt_parts = list(truth["keypoints"])
+    gt_views = list(truth["views"])
+
+    def view_index(view: str) -> int:
+        if view in gt_views:
+            return gt_views.index(view)
+        if len(gt_views) == 1 or (len(gt_views) == len(project.views) and view in project.views):
+            return 0 if len(gt_views) == 1 else project.views.index(view)
+        raise DGPError(f"the ground truth has no view {view!r} (it has {gt_views})", path)
+
+    def part_index(name: str) -> int:
+        if name not in gt_parts:
+            raise DGPError(f"the ground truth has no keypoint {name!r} (it has {gt_parts})", path)
+        return gt_parts.index(name)
+
+    if project.view_layout == "suffix":
+        names = {
+            f"{bp}_{view}": (view_index(view), part_index(bp))
+            for view in project.views
+            for bp in project.bodyparts
+            if f"{bp}_{view}" in keypoints
+        }
+        return {"": [names[k] for k in keypoints]}
+    return {view: [(view_index(view), part_index(k)) for k in keypoints] for view in project.views}
+
+
+def _truth_session(project, name: str, n_frames: int, path: Path) -> str:
+    """The project session a ground-truth session belongs to (by name, else the only one, else by length)."""
+    from dgp_pyro.data.video import VideoReader
+
+    sessions = sorted(project.sessions)
+    if not sessions:
+        raise DGPError("the project has no videos to compare with the ground truth", project.root)
+    if name in project.sessions:
+        return name
+    if len(sessions) == 1:
+        return sessions[0]
+    matching = []
+    for candidate in sessions:
+        with VideoReader(next(iter(project.sessions[candidate].values()))) as reader:
+            if reader.n_frames == n_frames:
+                matching.append(candidate)
+    if len(matching) != 1:
+        raise DGPError(
+            f"cannot tell which of the sessions {sessions} the ground truth ({n_frames} frames) belongs to",
+            path,
+        )
+    return matching[0]
+
+
+def evaluate_truth(
+    run,
+    project,
+    network,
+    truth_path: Path,
+    batch_size: int = 16,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Metrics of every video frame against ground-truth 2D points (see the module doc)."""
+    from dgp_pyro.infer.posterior import video_posterior
+    from dgp_pyro.infer.predict import prediction_stem, summaries_to_table, write_prediction_files
+
+    truth = _load_truth(truth_path)
+    keypoints = list(run.config.keypoints)
+    roles = _channel_map(project, keypoints, truth, truth_path)
+    preds, truths, vis, unlabeled, names, tables = [], [], [], [], [], []
+    n_frames = n_unlabeled = 0
+    for gt_session, arrays in truth["sessions"].items():
+        points, visible, labeled = arrays["points_2d"], arrays["visible"], arrays["labeled_mask"]
+        t = points.shape[0]
+        session = _truth_session(project, gt_session, t, truth_path)
+        videos = project.sessions[session]
+        n_frames += t
+        n_unlabeled += int((~labeled).sum())
+        for role, channels in roles.items():
+            video = next(iter(videos.values())) if role == "" else videos.get(role)
+            if video is None:
+                continue
+            stem = prediction_stem(video, run.scorer)
+            table = _cached_table(run.predictions_dir / f"{stem}.h5", run, keypoints, use_cache)
+            if table is None or len(table.xy) != t:
+                posterior = video_posterior(
+                    run, video, LEVELS, network=network(), batch_size=batch_size, progress=progress
+                )
+                table = summaries_to_table(
+                    posterior.as_summaries(), keypoints, run.scorer, extras=posterior.interval_columns()
+                )
+                write_prediction_files(table, run.predictions_dir, stem)
+            pred = table.xy
+            tables.append(table)
+            if len(pred) != t:
+                raise DGPError(
+                    f"the video has {len(pred)} frames, the ground truth {t}",
+                    video,
+                    hint=f"truth: {truth_path}",
+                )
+            v_idx = np.array([v for v, _ in channels])
+            j_idx = np.array([j for _, j in channels])
+            preds.append(pred)
+            truths.append(points[:, v_idx, j_idx])
+            vis.append(visible[:, v_idx, j_idx])
+            unlabeled.append(np.broadcast_to(~labeled[:, None], (t, len(keypoints))))
+            names.append(str(video))
+    if not preds:
+        raise DGPError("no video of the project matches the ground truth's sessions and views", project.root)
+    pred, gt = np.concatenate(preds), np.concatenate(truths)
+    vis_mask, unl_mask = np.concatenate(vis), np.concatenate(unlabeled)
+    dist = keypoint_errors(pred, gt)
+    present = np.isfinite(gt).all(-1)
+    out: dict[str, Any] = {
+        "file": str(truth_path),
+        "n_frames": int(n_frames),
+        "n_unlabeled_frames": int(n_unlabeled),
+        "videos": names,
+    }
+    masks = {
+        "all": np.ones_like(vis_mask),
+        "unlabeled": unl_mask,
+        "visible": vis_mask,
+        "unlabeled_visible": unl_mask & vis_mask,
+    }
+    for subset in TRUTH_SUBSETS:
+        mask = masks[subset]
+        out[subset] = summarize_errors(np.where(mask, dist, np.nan), keypoints, truth_present=present & mask)
+    coverage = [table_coverage(table, points) for table, points in zip(tables, truths, strict=True)]
+    weights = np.array([np.isfinite(points).sum() for points in truths], dtype=float)
+    for key in coverage[0]:
+        out[key] = float(np.average([c[key] for c in coverage], weights=weights))
+    return out
+
+
+def table_coverage(table, truth: np.ndarray) -> dict[str, float]:
+    """Share of true coordinates inside each interval of a prediction table (``x_lo90`` ... columns)."""
+    out = {}
+    levels = sorted({name[4:] for name in table.extras if name.startswith("x_lo")}, key=float)
+    finite = np.isfinite(truth)
+    for tag in levels:
+        lower = np.stack([table.extras[f"x_lo{tag}"], table.extras[f"y_lo{tag}"]], axis=-1)
+        upper = np.stack([table.extras[f"x_hi{tag}"], table.extras[f"y_hi{tag}"]], axis=-1)
+        inside = (truth >= lower) & (truth <= upper)
+        out[f"coverage_{tag}"] = float(inside[finite].mean()) if finite.any() else None
+    return out
+
+
+# --------------------------------------------------------------------------- the verb
+
+
+def evaluate_run(
+    run,
+    truth: str | Path | None = None,
+    device: str = "cpu",
+    batch_size: int = 16,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Everything ``dgp-pyro evaluate`` reports, as one JSON-able dict (see the module doc)."""
+    if batch_size < 1:
+        raise DGPError(f"--batch-size {batch_size} must be at least 1")
+    project = run.project()
+    network = _NetworkOnce(run, device)
+    result: dict[str, Any] = {"run": str(run.path), "model": run.config.model, "scorer": run.scorer}
+    result.update(evaluate_test_images(run, project, network, batch_size, use_cache))
+    if truth is not None:
+        if truth == PROJECT_TRUTH:
+            if project.ground_truth is None:
+                raise DGPError(
+                    "--truth: the project has no ground_truth.npz",
+                    project.root,
+                    hint="name one: --truth FILE",
+                )
+            truth_path = project.ground_truth
+        else:
+            truth_path = Path(truth)
+        detail = evaluate_truth(run, project, network, truth_path, batch_size, use_cache, progress)
+        for subset in TRUTH_SUBSETS:
+            prefix = "truth_" if subset == "all" else f"truth_{subset}_"
+            for key in _HEADLINE:
+                result[prefix + key] = detail[subset][key]
+        for key, value in detail.items():
+            if key.startswith("coverage_"):
+                result[f"truth_{key}"] = value
+        result["truth"] = detail
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    from dgp_pyro.run import load_run
+
+    run_ = load_run(args.run)
+    result = evaluate_run(
+        run_,
+        args.truth,
+        device=args.device,
+        batch_size=args.batch_size,
+        use_cache=not args.no_cache,
+        progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"run          {result['run']} ({result['model']})")
+    print(f"held out     {result['n_test_frames']} frames ({result['n_test_images']} images)")
+    if result.get("n"):
+        print(f"mean pose    rmse {result['mean_pose_rmse_px']:.2f} px (predicting the mean training pose)")
+        print(format_table(result, title="held-out labeled frames"))
+    else:
+        print("no held-out labeled frames to score (train with --holdout)")
+    if "truth" in result:
+        detail = result["truth"]
+        print(
+            f"\nground truth {detail['file']}: {detail['n_frames']} frames, "
+            f"{detail['n_unlabeled_frames']} unlabeled"
+        )
+        for subset in TRUTH_SUBSETS:
+            print()
+            print(format_table(detail[subset], title=f"ground truth: {subset.replace('_', ' ')} points"))
+    return 0

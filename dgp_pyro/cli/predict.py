@@ -1,0 +1,93 @@
+"""``dgp-pyro predict``: the keypoint posterior over whole videos, as DeepLabCut-format files.
+
+For each video, ``OUT/<video stem>_DGPpyro_<model>.h5`` and ``.csv`` hold, per keypoint,
+``x, y`` (the posterior mean), ``likelihood`` (the heatmap's peak probability, as DeepLabCut),
+``x_std, y_std`` (posterior standard deviations, pixels) and the equal-tailed credible
+interval bounds ``x_lo90, x_hi90, y_lo90, y_hi90`` for each ``--levels`` value (default 0.5,
+0.9, 0.95). For the ``supervised`` model the posterior is the Gaussian form of each heatmap;
+for the graphical models it is the structured guide over the whole video
+(:mod:`dgp_pyro.infer.posterior`). Without videos, every video of the run's project is
+predicted. Frames are streamed in batches, so any video length fits in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dgp_pyro.cli.options import parse_level
+from dgp_pyro.errors import DGPError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict keypoints in videos with a trained run (DeepLabCut .h5/.csv files)",
+        description="Run a trained network over videos and write one DeepLabCut-format prediction "
+        "file per video (x, y, likelihood, x_std, y_std per keypoint).",
+    )
+    parser.add_argument("run", help="run folder written by `dgp-pyro train`")
+    parser.add_argument("videos", nargs="*", help="videos to predict (default: all of the project's videos)")
+    parser.add_argument("--out", default=None, help="output folder (default: RUN/predictions)")
+    parser.add_argument("--batch-size", type=int, default=16, help="frames per forward pass (default 16)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument(
+        "--checkpoint", default=None, help="checkpoint file (default: RUN/checkpoints/last.pt)"
+    )
+    parser.add_argument(
+        "--levels",
+        nargs="+",
+        type=parse_level,
+        default=[0.5, 0.9, 0.95],
+        help="credible levels of the interval columns (default 0.5 0.9 0.95)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def unique_stems(videos: list[Path], scorer: str) -> list[str]:
+    """``<stem>_<scorer>`` per video; videos sharing a stem get their parent folder's name too."""
+    from dgp_pyro.infer.predict import prediction_stem
+
+    stems = [prediction_stem(v, scorer) for v in videos]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [
+        prediction_stem(v.parent / f"{v.parent.name}_{v.stem}{v.suffix}", scorer) if stems.count(s) > 1 else s
+        for v, s in zip(videos, stems, strict=True)
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    from dgp_pyro.infer.posterior import video_posterior
+    from dgp_pyro.infer.predict import summaries_to_table, write_prediction_files
+    from dgp_pyro.run import load_run
+
+    run_ = load_run(args.run)
+    if args.batch_size < 1:
+        raise DGPError(f"--batch-size {args.batch_size} must be at least 1")
+    if args.videos:
+        videos = [Path(v) for v in args.videos]
+        for video in videos:
+            if not video.is_file():
+                raise DGPError("video not found", video)
+    else:
+        videos = run_.project().videos()
+        if not videos:
+            raise DGPError(
+                "the run's project has no videos to predict",
+                run_.config.project,
+                hint="name the videos: dgp-pyro predict RUN VIDEO ...",
+            )
+    out = Path(args.out) if args.out else run_.predictions_dir
+    network = run_.network(args.device, checkpoint=args.checkpoint)
+    for video, stem in zip(videos, unique_stems(videos, run_.scorer), strict=True):
+        posterior = video_posterior(
+            run_, video, args.levels, network=network, batch_size=args.batch_size, progress=not args.quiet
+        )
+        table = summaries_to_table(
+            posterior.as_summaries(), run_.config.keypoints, run_.scorer, extras=posterior.interval_columns()
+        )
+        paths = write_prediction_files(table, out, stem)
+        print(f"{video}: {len(posterior.mean)} frames -> {', '.join(str(p) for p in paths)}")
+    return 0

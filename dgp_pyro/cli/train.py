@@ -1,0 +1,223 @@
+"""``dgp-pyro train``: train a model on a project's labeled frames into a run folder.
+
+Which function trains which model is the one table :data:`TRAINERS` (model name ->
+``"module:function"``); the names offered by ``--model`` are :data:`dgp_pyro.run.MODELS`.
+Adding a model is one entry in each. Every trainer has the signature
+``trainer(config: RunConfig, out_dir, resume=False, progress=True) -> Run``.
+
+On ``--resume`` the run's saved settings are the defaults: options left out keep the run's
+values, and an option given with a different value is refused (the run would not be the
+same run any more), except ``--device`` and ``--checkpoint-every``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+
+from dgp_pyro.cli.options import parse_size
+from dgp_pyro.errors import DGPError
+from dgp_pyro.run import CONFIG, MODELS, RunConfig
+
+#: Model name -> "module:function" of its trainer (imported only when used).
+TRAINERS: dict[str, str] = {
+    "supervised": "dgp_pyro.infer.supervised:train_supervised",
+    "temporal": "dgp_pyro.infer.dgp_train:train_dgp",
+    "skeletal": "dgp_pyro.infer.dgp_train:train_dgp",
+    "dgp": "dgp_pyro.infer.dgp_train:train_dgp",
+}
+
+
+def trainer_for(model: str):
+    """The training function of ``model`` (see :data:`TRAINERS`)."""
+    if model not in TRAINERS:
+        raise DGPError(
+            f"no trainer for model {model!r}", hint=f"models with a trainer: {', '.join(TRAINERS)}"
+        )
+    module, name = TRAINERS[model].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _holdout(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _flip_pair(text: str) -> list[str]:
+    parts = text.split(":")
+    if len(parts) != 2 or not all(parts):
+        raise argparse.ArgumentTypeError(f"flip pair {text!r} is not LEFT:RIGHT, e.g. paw_l:paw_r")
+    return parts
+
+
+def _model_option(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"option {text!r} is not NAME=VALUE, e.g. temporal_strength=2")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model on a project's labeled frames (writes a run folder)",
+        description="Train the heatmap network (and, for the graphical models, the posterior) on a "
+        "project's labeled frames. The run folder gets config.json, split.json, loss.csv and "
+        "checkpoints/; interrupt with Ctrl-C and continue with --resume.",
+    )
+    parser.add_argument("project", help="project folder (DeepLabCut or Lightning Pose)")
+    parser.add_argument("--model", choices=MODELS, default=None, help="model variant (default supervised)")
+    parser.add_argument("--out", required=True, help="run folder to create (or to resume)")
+    parser.add_argument(
+        "--backbone", default=None, help="resnet18, resnet34, resnet50 (default) or resnet101"
+    )
+    parser.add_argument(
+        "--stride", type=int, default=None, help="heatmap output stride: 4, 8 (default), 16, 32"
+    )
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1000)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per step (default 8)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=None,
+        help="training image size WxH, multiples of 32 (default: the images' size rounded to "
+        "multiples of 32, long side at most 384)",
+    )
+    parser.add_argument(
+        "--sigma",
+        type=float,
+        default=None,
+        help="Gaussian target width, training pixels (default: the stride)",
+    )
+    parser.add_argument("--views", nargs="+", default=None, help="view names of a multi-view project")
+    parser.add_argument(
+        "--view-layout", choices=("single", "folders", "suffix"), default=None, help="how views are stored"
+    )
+    parser.add_argument(
+        "--holdout",
+        type=_holdout,
+        default=None,
+        metavar="FRACTION|FILE",
+        help="labeled frames kept out for evaluation: a fraction (default 0.1, drawn with --seed) "
+        'or a JSON file {"test": [image paths], "train": [image paths]} ("train" optional: '
+        "when given, only those frames train)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--device", default=None, help="cpu (default) or cuda")
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 100)"
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        metavar="ENUM|FILE",
+        help="initial backbone weights: a torchvision name (IMAGENET1K_V1, DEFAULT) from the torch "
+        "hub cache, or a state-dict file (default: from scratch)",
+    )
+    parser.add_argument(
+        "--flip-pairs",
+        nargs="+",
+        type=_flip_pair,
+        default=None,
+        metavar="LEFT:RIGHT",
+        help="augment with horizontal flips (p=0.5), swapping these left/right keypoint pairs",
+    )
+    parser.add_argument("--no-augment", action="store_true", help="train without data augmentation")
+    parser.add_argument(
+        "--videos",
+        nargs="+",
+        default=None,
+        metavar="VIDEO",
+        help="extra unlabeled videos for the graphical models (besides the project's videos/)",
+    )
+    parser.add_argument(
+        "--option",
+        action="append",
+        type=_model_option,
+        default=None,
+        metavar="NAME=VALUE",
+        help="a setting of the model's trainer, e.g. temporal_strength=2 or window=16 "
+        "(see dgp_pyro.infer.dgp_train.DEFAULT_OPTIONS)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+#: CLI option -> RunConfig field (same name unless listed).
+_FIELDS = (
+    "model",
+    "backbone",
+    "stride",
+    "steps",
+    "batch_size",
+    "lr",
+    "size",
+    "sigma",
+    "views",
+    "view_layout",
+    "holdout",
+    "seed",
+    "device",
+    "checkpoint_every",
+    "weights",
+)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The run config: the saved run's (``--resume``) or the defaults, overridden by given options."""
+    out = Path(args.out)
+    saved_path = out / CONFIG
+    if args.resume and saved_path.is_file():
+        try:
+            config = RunConfig.from_dict(json.loads(saved_path.read_text()), saved_path)
+        except ValueError as error:
+            raise DGPError(f"cannot be read as JSON ({error})", saved_path) from error
+        config.project = str(Path(args.project).expanduser().absolute())
+    else:
+        config = RunConfig(project=str(Path(args.project).expanduser().absolute()))
+    for name in _FIELDS:
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, list(value) if name in ("size", "views") else value)
+    if isinstance(config.holdout, str):
+        config.holdout = str(Path(config.holdout).expanduser().absolute())
+    augment = dict(config.augment)
+    if args.no_augment:
+        augment.update(rotation=0.0, scale=0.0, translate=0.0, brightness=0.0, contrast=0.0, flip=0.0)
+    if args.flip_pairs:
+        augment.update(flip=0.5, flip_pairs=[list(p) for p in args.flip_pairs])
+    config.augment = augment
+    options = dict(config.model_options)
+    options.update(dict(args.option or []))
+    if args.videos:
+        options["videos"] = [str(Path(v).expanduser().absolute()) for v in args.videos]
+    config.model_options = options
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    trainer = trainer_for(config.model)
+    run_ = trainer(config, args.out, resume=args.resume, progress=not args.quiet)
+    log = run_.read_loss_log()
+    last = log[-1] if log else None
+    if last is not None:
+        cfg = run_.config
+        print(
+            f"trained {cfg.model} ({cfg.backbone}, {cfg.size[0]}x{cfg.size[1]}) for {last['step']} steps "
+            f"in {last['seconds']:.1f} s, final loss {last['loss']:.4g}; "
+            f"{len(run_.split['train'])} training / {len(run_.split['test'])} held-out images; "
+            f"run: {run_.path}"
+        )
+    return 0

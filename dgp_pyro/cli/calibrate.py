@@ -27,14 +27,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("project", help="project folder")
     parser.add_argument("--views", nargs="+", default=None, help="view names, e.g. --views top bot")
-    parser.add_argument("--view-layout", choices=("single", "folders", "suffix"), default=None,
-                        help="how views are stored (default: detected)")
+    parser.add_argument(
+        "--view-layout",
+        choices=("single", "folders", "suffix"),
+        default=None,
+        help="how views are stored (default: detected)",
+    )
     parser.add_argument("--out", required=True, help="calibration TOML to write (e.g. calibration.toml)")
-    parser.add_argument("--model", choices=("auto", "affine", "perspective"), default="auto",
-                        help="camera model; auto keeps perspective only if it lowers the held-out "
-                        "error meaningfully (default: auto)")
-    parser.add_argument("--holdout", type=float, default=0.2,
-                        help="share of the labeled frames held out to measure the error (default: 0.2)")
+    parser.add_argument(
+        "--model",
+        choices=("auto", "affine", "perspective"),
+        default="auto",
+        help="camera model; auto keeps perspective only if it lowers the held-out "
+        "error meaningfully (default: auto)",
+    )
+    parser.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        help="share of the labeled frames held out to measure the error (default: 0.2)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out draw (default: 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
@@ -65,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
     for name, row in estimate.candidates.items():
         if name != estimate.model:
             other = row["heldout_reprojection_rmse_px"]
-            print(f"{name:<12} fit {row['reprojection_rmse_px']:.2f} px, held-out "
-                  f"{'n/a' if other is None else f'{other:.2f} px'} (not kept)")
+            print(
+                f"{name:<12} fit {row['reprojection_rmse_px']:.2f} px, held-out "
+                f"{'n/a' if other is None else f'{other:.2f} px'} (not kept)"
+            )
     for note in estimate.notes:
         print(f"note         {note}")
     print(f"wrote        {out}")

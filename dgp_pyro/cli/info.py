@@ -14,8 +14,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("project", help="project folder")
     parser.add_argument("--views", nargs="+", default=None, help="view names for a multi-view project")
-    parser.add_argument("--view-layout", choices=("single", "folders", "suffix"), default=None,
-                        help="how views are stored (default: detected)")
+    parser.add_argument(
+        "--view-layout",
+        choices=("single", "folders", "suffix"),
+        default=None,
+        help="how views are stored (default: detected)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 

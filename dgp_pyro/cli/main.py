@@ -17,7 +17,7 @@ from dgp_pyro import __version__
 from dgp_pyro.errors import DGPError
 
 #: Verbs in the order ``--help`` lists them; each is a module ``dgp_pyro.cli.<verb>``.
-VERBS = ("synth", "info", "train", "predict", "evaluate", "demo")
+VERBS = ("synth", "info", "calibrate", "train", "predict", "evaluate", "compare", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

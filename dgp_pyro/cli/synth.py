@@ -19,7 +19,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=600, help="frames per video (default 600)")
     parser.add_argument("--labeled", type=int, default=20, help="number of labeled frames (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--size", type=parse_size, default=(160, 128), help="frame size WxH (default 160x128)")
+    parser.add_argument(
+        "--size", type=parse_size, default=(160, 128), help="frame size WxH (default 160x128)"
+    )
     return parser
 
 

@@ -1,0 +1,357 @@
+"""Semi-supervised training of Deep Graph Pose: the network and the structured guide by SVI.
+
+:func:`train_dgp` trains the variants ``temporal``, ``skeletal`` and ``dgp`` of
+:mod:`dgp_pyro.model.dgp` into a run folder that looks and resumes exactly like a supervised
+run (same config, split, loss log, checkpoints; :mod:`dgp_pyro.infer.supervised`).
+
+Schedule (``RunConfig.model_options``, defaults in :data:`DEFAULT_OPTIONS`):
+
+1. **Warm-up** (the first ``dgp_start`` fraction of the steps): labeled images only, i.e. the
+   supervised objective. Deep Graph Pose's windows are only informative once the heatmaps
+   point roughly at the animal; before that the guide would chase noise.
+2. At the switch the **temporal weights** are set from the data: the network's own
+   soft-argmax trajectories over the pool's windows give a robust per-keypoint step size
+   (:func:`~dgp_pyro.model.potentials.default_temporal_weights`); the **skeletal weights** come
+   from the labeled limb lengths (:func:`~dgp_pyro.model.potentials.default_skeletal_weights`).
+   Both are scaled by the user-facing ``temporal_strength`` and ``skeletal_strength``.
+3. **Joint phase**: every step draws a labeled batch and ``windows_per_step`` windows of
+   ``window`` consecutive frames (windows around the training labels and at random places of
+   every video, :mod:`dgp_pyro.data.windows`), runs the network once on all of them, and takes
+   a gradient step on the negative ELBO of :func:`~dgp_pyro.model.dgp.dgp_model` under
+   :func:`~dgp_pyro.model.dgp.dgp_guide` (network, guide corrections and, with
+   ``learn_weights``, the potential weights together). Its parts are logged to
+   ``elbo.csv``: the labeled heatmap loss, the neural potential, the prior, the label term and
+   the guide's entropy, per step.
+
+The ELBO is computed from Pyro traces (the same estimator as ``pyro.infer.Trace_ELBO``, with
+reparameterised samples) so its parts can be logged and the step uses the same AdamW,
+schedule, clipping and checkpoints as the supervised trainer.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+from torch import nn
+
+from dgp_pyro.atomic import atomic_path
+from dgp_pyro.data.augment import AugmentConfig, flip_permutation
+from dgp_pyro.data.windows import WindowPool, build_window_pool
+from dgp_pyro.errors import DGPError
+from dgp_pyro.infer.checkpoint import Checkpointer
+from dgp_pyro.infer.supervised import (
+    TrainingLog,
+    _progress_bar,
+    build_network_seeded,
+    make_optimizer,
+    make_scheduler,
+    prepare_training,
+    restore_training_state,
+    seed_everything,
+    training_state,
+)
+from dgp_pyro.model.dgp import (
+    GuideCorrection,
+    LabeledBatch,
+    ModelSettings,
+    PotentialWeights,
+    WindowBatch,
+    dgp_guide,
+    dgp_model,
+)
+from dgp_pyro.model.potentials import default_skeletal_weights, default_temporal_weights
+from dgp_pyro.nets import normalize_images, soft_argmax
+from dgp_pyro.run import Run, RunConfig, load_run
+
+#: Settings of the semi-supervised schedule (``--option NAME=VALUE`` on the command line).
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "window": 16,  # frames per window
+    "windows_per_step": 2,  # windows in each step's unlabeled batch
+    "random_windows": 96,  # unlabeled windows in the pool (besides those around labels)
+    "dgp_start": 0.3,  # fraction of the steps trained on labels only before the windows join
+    "temporal_strength": 1.0,  # multiplies the data-driven temporal weights
+    "skeletal_strength": 1.0,  # multiplies the labeled-limb-length skeletal weights
+    "label_sigma": 1.0,  # labeling noise, training pixels
+    "unlabeled_weight": 1.0,  # windows' per-keypoint ELBO against the labeled loss
+    "learn_weights": False,  # fit w_t and w_s by SVI as well
+    "videos": [],  # extra videos for unlabeled windows, besides the project's
+}
+
+ELBO_LOG = "elbo.csv"
+#: Logged parts: the log-density of each model site (the prior is "keypoints"), the entropy, the loss.
+ELBO_PARTS = ("labeled_heatmaps", "neural", "keypoints", "labels", "entropy", "loss")
+
+
+def resolve_options(config: RunConfig) -> dict[str, Any]:
+    """The model options with defaults filled in; unknown names raise :class:`DGPError`."""
+    unknown = sorted(set(config.model_options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise DGPError(
+            f"unknown model option(s) {', '.join(unknown)}",
+            hint=f"known options: {', '.join(DEFAULT_OPTIONS)}",
+        )
+    options = {**DEFAULT_OPTIONS, **config.model_options}
+    options["videos"] = [str(Path(v).expanduser().absolute()) for v in options["videos"]]
+    for video in options["videos"]:
+        if not Path(video).is_file():
+            raise DGPError("video not found", video, hint="check the --videos paths")
+    if not 0 <= float(options["dgp_start"]) < 1:
+        raise DGPError(f"dgp_start {options['dgp_start']} must lie in [0, 1)")
+    if int(options["window"]) < 2:
+        raise DGPError(f"window {options['window']} must be at least 2 frames")
+    return options
+
+
+def model_settings(config: RunConfig, options: dict[str, Any]) -> ModelSettings:
+    """The :class:`ModelSettings` of a run (edges as indices into the network keypoints)."""
+    index = {name: k for k, name in enumerate(config.keypoints)}
+    edges = [(index[a], index[b]) for a, b in config.skeleton]
+    return ModelSettings(
+        variant=config.model,
+        stride=int(config.stride),
+        heatmap_sigma=float(config.sigma),
+        edges=edges,
+        label_sigma=float(options["label_sigma"]),
+        unlabeled_weight=float(options["unlabeled_weight"]),
+    )
+
+
+def elbo_loss(*args: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """Negative ELBO of :func:`dgp_model` under :func:`dgp_guide`, and its parts (one sample).
+
+    The same estimator as ``pyro.infer.Trace_ELBO`` with reparameterised sites; computed from the
+    traces here so each site's contribution can be logged.
+    """
+    guide_trace = poutine.trace(dgp_guide).get_trace(*args)
+    model_trace = poutine.trace(poutine.replay(dgp_model, trace=guide_trace)).get_trace(*args)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    parts: dict[str, torch.Tensor] = {}
+    for name, site in model_trace.nodes.items():
+        if site["type"] == "sample" and not site_is_subsample(site):
+            parts[name] = site["log_prob_sum"]
+    entropy = sum(
+        (
+            -site["log_prob_sum"]
+            for site in guide_trace.nodes.values()
+            if site["type"] == "sample" and not site_is_subsample(site)
+        ),
+        torch.zeros((), dtype=torch.float64),
+    )
+    elbo = sum(parts.values(), torch.zeros((), dtype=torch.float64)) + entropy
+    loss = -elbo
+    logged = {name: float(value.detach()) for name, value in parts.items()}
+    logged["entropy"] = float(entropy.detach())
+    logged["loss"] = float(loss.detach())
+    return loss, logged
+
+
+@torch.no_grad()
+def estimate_temporal_weights(
+    network: nn.Module, pool: WindowPool, stride: int, strength: float, batch: int = 64
+) -> np.ndarray:
+    """Data-driven :math:`w_t`: robust step sizes of the network's soft-argmax over the pool's windows."""
+    was_training = network.training
+    network.eval()
+    steps, confidences = [], []
+    for start in range(0, len(pool), max(1, batch // pool.frames.shape[1])):
+        frames = pool.frames[start : start + max(1, batch // pool.frames.shape[1])]
+        w, t = frames.shape[:2]
+        summary = soft_argmax(network(normalize_images(frames.flatten(0, 1).to(_device(network)))), stride)
+        mean = summary.mean.reshape(w, t, -1, 2).double().cpu().numpy()
+        conf = summary.confidence.reshape(w, t, -1).double().cpu().numpy()
+        # Stack windows along time with a NaN frame between them, so no step spans two windows.
+        pad = np.full((w, 1) + mean.shape[2:], np.nan)
+        steps.append(np.concatenate([mean, pad], axis=1).reshape(-1, *mean.shape[2:]))
+        confidences.append(
+            np.concatenate([conf, np.zeros((w, 1, conf.shape[-1]))], axis=1).reshape(-1, conf.shape[-1])
+        )
+    network.train(was_training)
+    return default_temporal_weights(np.concatenate(steps), np.concatenate(confidences), strength)
+
+
+def _device(network: nn.Module) -> torch.device:
+    return next(network.parameters()).device
+
+
+def _training_labels_in_frame_pixels(setup) -> list[tuple[str, np.ndarray]]:
+    samples = setup.project.network_samples()
+    return [(samples.image_keys[i], samples.labels[i]) for i in setup.train_index]
+
+
+def train_dgp(
+    config: RunConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> Run:
+    """Train a graphical-model variant (``temporal``, ``skeletal``, ``dgp``) into ``out_dir``.
+
+    Arguments as :func:`~dgp_pyro.infer.supervised.train_supervised`.
+    """
+    options = resolve_options(config)
+    config.model_options = options
+    setup = prepare_training(config, out_dir, resume)
+    config, device = setup.config, setup.device
+    generator = seed_everything(config.seed)
+    network = build_network_seeded(config).to(device)
+    settings = model_settings(config, options)
+    keypoints = len(config.keypoints)
+
+    train_labels = setup.dataset.points.double().numpy()  # training pixels
+    skeletal = default_skeletal_weights(train_labels, settings.edges, float(options["skeletal_strength"]))
+    weights = PotentialWeights(
+        torch.ones(keypoints), torch.as_tensor(skeletal), learn=bool(options["learn_weights"])
+    )
+    correction = GuideCorrection(keypoints)
+    weights.to(device)
+    correction.to(device)
+    parameters = list(network.parameters()) + list(correction.parameters()) + list(weights.parameters())
+    optimizer = make_optimizer(parameters, config)
+    scheduler = make_scheduler(optimizer, config)
+    checkpointer = Checkpointer(setup.run_dir / "checkpoints", keep=config.keep_checkpoints)
+
+    videos = [Path(v) for v in setup.project.videos()] + [Path(v) for v in options["videos"]]
+    pool = build_window_pool(
+        videos,
+        tuple(config.size),
+        int(options["window"]),
+        int(options["random_windows"]) if settings.uses_windows else 0,
+        config.seed,
+        keypoints,
+        labeled=_training_labels_in_frame_pixels(setup) if settings.uses_windows else [],
+    )
+    if settings.uses_windows and len(pool) == 0:
+        raise DGPError(
+            f"model {config.model!r} needs video: no video of at least {options['window']} frames was found",
+            config.project,
+            hint="add the project's videos to its videos/ folder, or pass --videos",
+        )
+    dgp_start = int(math.floor(float(options["dgp_start"]) * config.steps))
+    temporal_ready = False
+
+    step, seconds_before = 0, 0.0
+    log = TrainingLog(setup.run_dir / "loss.csv")
+    elbo_rows: list[dict[str, float]] = []
+    if resume:
+        state = restore_training_state(checkpointer.last, network, optimizer, scheduler, config, generator)
+        step, seconds_before = int(state["step"]), float(state.get("seconds", 0.0))
+        weights.load_state_dict(state["potential_weights"])
+        correction.load_state_dict(state["guide_correction"])
+        temporal_ready = bool(state["temporal_ready"])
+        log = TrainingLog.resume(log.path, step)
+        elbo_rows = [row for row in _read_rows(setup.run_dir / ELBO_LOG) if row["step"] <= step]
+
+    augment = AugmentConfig.from_dict(config.augment)
+    flip_perm = flip_permutation(config.keypoints, augment.flip_pairs) if augment.flip > 0 else None
+    started = time.perf_counter()
+
+    def elapsed() -> float:
+        return seconds_before + time.perf_counter() - started
+
+    def save(snapshot: bool) -> None:
+        log.write()
+        _write_rows(setup.run_dir / ELBO_LOG, elbo_rows)
+        extra = {
+            "potential_weights": weights.state_dict(),
+            "guide_correction": correction.state_dict(),
+            "temporal_ready": temporal_ready,
+        }
+        state = training_state(network, optimizer, scheduler, step, elapsed(), config, generator, extra)
+        checkpointer.save(state, step, snapshot=snapshot)
+
+    network.train()
+    bar = _progress_bar(config.steps, step, progress)
+    data_state = generator.get_state()
+    in_update = False
+    try:
+        while step < config.steps:
+            use_windows = settings.uses_windows and step >= dgp_start
+            if use_windows and not temporal_ready:
+                if settings.temporal:
+                    temporal = estimate_temporal_weights(
+                        network, pool, settings.stride, float(options["temporal_strength"])
+                    )
+                    with torch.no_grad():
+                        weights.log_temporal.copy_(torch.as_tensor(temporal).log())
+                temporal_ready = True
+            images, points = setup.dataset.sample_batch(config.batch_size, generator, augment, flip_perm)
+            batch = [images]
+            if use_windows:
+                frames, window_labels, window_mask = pool.sample(int(options["windows_per_step"]), generator)
+                batch.append(frames.flatten(0, 1))
+            logits = network(normalize_images(torch.cat(batch).to(device)))
+            labeled_logits, window_logits = logits[: len(images)], logits[len(images) :]
+            points = points.to(device)
+            labeled = LabeledBatch(labeled_logits, points, torch.isfinite(points).all(-1))
+            windows = None
+            if use_windows:
+                w, t = window_mask.shape[:2]
+                windows = WindowBatch(
+                    window_logits.reshape(w, t, *window_logits.shape[1:]),
+                    window_labels.to(device),
+                    window_mask.to(device),
+                )
+            loss, parts = elbo_loss(network, settings, weights, correction, labeled, windows)
+            if not torch.isfinite(loss):
+                raise DGPError(
+                    f"the training loss became {loss.item()} at step {step + 1}",
+                    setup.run_dir,
+                    hint="lower --lr; the last checkpoint is kept",
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.clip_grad_norm and config.clip_grad_norm > 0:
+                nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm)
+            lr = optimizer.param_groups[0]["lr"]
+            in_update = True
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            in_update = False
+            data_state = generator.get_state()
+            log.add(step, parts["loss"], lr, elapsed())
+            elbo_rows.append({"step": step, **{k: parts.get(k, 0.0) for k in ELBO_PARTS}})
+            bar.update(1)
+            if step % 10 == 0 or step == config.steps:
+                bar.set_postfix(
+                    loss=f"{parts['loss']:.4g}", phase="dgp" if use_windows else "labels", refresh=False
+                )
+            if on_step is not None:
+                on_step(step, parts["loss"])
+            if step % config.checkpoint_every == 0 and step < config.steps:
+                save(snapshot=True)
+        save(snapshot=True)
+    except KeyboardInterrupt:
+        if not in_update:
+            generator.set_state(data_state)
+            save(snapshot=False)
+        raise
+    finally:
+        bar.close()
+    return load_run(setup.run_dir)
+
+
+def _write_rows(path: Path, rows: list[dict[str, float]]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as handle:
+            handle.write(",".join(("step",) + ELBO_PARTS) + "\n")
+            for row in rows:
+                handle.write(",".join(repr(row.get(k, 0.0)) for k in ("step",) + ELBO_PARTS) + "\n")
+
+
+def _read_rows(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    return [dict(zip(header, map(float, line.split(",")), strict=True)) for line in lines[1:] if line]

@@ -1,0 +1,226 @@
+r"""Keypoint posteriors of a trained run: over whole videos, windows of them, or labeled images.
+
+After training, the posterior over every frame of a video is the structured guide run over
+the whole sequence (:func:`~dgp_pyro.model.dgp.guide_observations`, then the exact Gaussian
+chain smoother :func:`~dgp_pyro.infer.gaussian_chain.smooth_keypoints`): the network streams
+the video in batches and leaves a Gaussian summary per frame and keypoint, and the smoother
+combines them with the temporal and skeletal potentials in :math:`O(T)` time and memory.
+
+For the ``supervised`` variant the potentials are off and the posterior of each keypoint is
+the Gaussian form of its heatmap (soft-argmax mean and spread): the intervals that model can
+honestly give, so calibration is compared on equal terms.
+
+Coordinates: the run's model works in training pixels (frames resized to the training size);
+this module converts the network summaries into them and the posterior back into each frame's
+own pixels, :math:`x_0 = (x + \tfrac12) f - \tfrac12` per axis with :math:`f` the resize factor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from jaxtyping import Float
+
+from dgp_pyro.infer.dgp_train import DEFAULT_OPTIONS, model_settings
+from dgp_pyro.infer.gaussian_chain import smooth_keypoints
+from dgp_pyro.infer.predict import NetworkSummaries, predict_images, predict_video
+from dgp_pyro.model.dgp import (
+    GuideCorrection,
+    ModelSettings,
+    PotentialWeights,
+    guide_observations,
+    potential_arguments,
+)
+from dgp_pyro.run import Run
+
+#: Credible levels reported by default.
+DEFAULT_LEVELS = (0.5, 0.9, 0.95)
+
+
+@dataclass
+class KeypointPosterior:
+    """Marginal posterior per frame and keypoint, in the frames' own pixels.
+
+    Attributes:
+        mean: ``(T, K, 2)`` posterior mean.
+        cov: ``(T, K, 2, 2)`` marginal covariance.
+        confidence: ``(T, K)`` the heatmap's peak probability (DeepLabCut's likelihood).
+        lower, upper: ``{level: (T, K, 2)}`` equal-tailed credible interval bounds.
+        frame_index: ``(T,)`` frame numbers.
+    """
+
+    mean: Float[np.ndarray, "t k 2"]
+    cov: Float[np.ndarray, "t k 2 2"]
+    confidence: Float[np.ndarray, "t k"]
+    frame_index: np.ndarray
+    lower: dict[float, np.ndarray] = field(default_factory=dict)
+    upper: dict[float, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def std(self) -> Float[np.ndarray, "t k 2"]:
+        return np.sqrt(np.stack([self.cov[..., 0, 0], self.cov[..., 1, 1]], axis=-1))
+
+    def as_summaries(self) -> NetworkSummaries:
+        return NetworkSummaries(self.mean, self.cov, self.confidence, self.frame_index)
+
+    def interval_columns(self) -> dict[str, np.ndarray]:
+        """Extra prediction-file columns: ``x_lo90``, ``x_hi90``, ``y_lo90``, ... per level."""
+        columns = {}
+        for level in sorted(self.lower):
+            tag = level_tag(level)
+            for axis, name in enumerate("xy"):
+                columns[f"{name}_lo{tag}"] = self.lower[level][..., axis]
+                columns[f"{name}_hi{tag}"] = self.upper[level][..., axis]
+        return columns
+
+    def select(self, rows: np.ndarray) -> KeypointPosterior:
+        return KeypointPosterior(
+            self.mean[rows],
+            self.cov[rows],
+            self.confidence[rows],
+            self.frame_index[rows],
+            {lv: v[rows] for lv, v in self.lower.items()},
+            {lv: v[rows] for lv, v in self.upper.items()},
+        )
+
+
+def level_tag(level: float) -> str:
+    """``0.9 -> "90"``, ``0.975 -> "97.5"``: the suffix of interval columns."""
+    return f"{level * 100:g}"
+
+
+@dataclass
+class PosteriorModel:
+    """What turns heatmap summaries into a posterior: the model settings and the fitted guide."""
+
+    settings: ModelSettings
+    weights: PotentialWeights
+    correction: GuideCorrection
+    size: tuple[int, int]
+
+    @classmethod
+    def from_run(cls, run: Run) -> PosteriorModel:
+        config = run.config
+        options = {**DEFAULT_OPTIONS, **config.model_options}
+        settings = model_settings(config, options)
+        keypoints = len(config.keypoints)
+        weights = PotentialWeights(torch.ones(keypoints), torch.ones(len(settings.edges)))
+        correction = GuideCorrection(keypoints)
+        state = run.checkpoint()
+        if "potential_weights" in state:
+            weights.load_state_dict(state["potential_weights"])
+            correction.load_state_dict(state["guide_correction"])
+        return cls(settings, weights, correction, tuple(config.size))
+
+    @torch.no_grad()
+    def posterior(
+        self,
+        summaries: NetworkSummaries,
+        frame_size: tuple[int, int],
+        levels: Sequence[float] = DEFAULT_LEVELS,
+    ) -> KeypointPosterior:
+        """The posterior over consecutive frames given their network summaries (frame pixels).
+
+        Rows of ``summaries`` must be consecutive frames of one video (for the temporal
+        potential); for unrelated images use a variant without it or one row at a time.
+        """
+        factor = np.array([frame_size[0] / self.size[0], frame_size[1] / self.size[1]])
+        mean = torch.from_numpy((summaries.mean + 0.5) / factor - 0.5)
+        cov = torch.from_numpy(summaries.cov / (factor[:, None] * factor[None, :]))
+        obs_mean, obs_precision = guide_observations(self.settings, self.correction, mean, cov)
+        smoothed = smooth_keypoints(
+            obs_mean, obs_precision, *potential_arguments(self.settings, self.weights), levels=tuple(levels)
+        )
+        scale = factor[:, None] * factor[None, :]
+        return KeypointPosterior(
+            mean=(smoothed["mean"].numpy() + 0.5) * factor - 0.5,
+            cov=smoothed["cov"].numpy() * scale,
+            confidence=summaries.confidence,
+            frame_index=summaries.frame_index,
+            lower={lv: (v.numpy() + 0.5) * factor - 0.5 for lv, v in smoothed["lower"].items()},
+            upper={lv: (v.numpy() + 0.5) * factor - 0.5 for lv, v in smoothed["upper"].items()},
+        )
+
+
+def video_posterior(
+    run: Run,
+    video: str | Path,
+    levels: Sequence[float] = DEFAULT_LEVELS,
+    network: torch.nn.Module | None = None,
+    start: int = 0,
+    stop: int | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> KeypointPosterior:
+    """The posterior over frames ``start .. stop - 1`` of a video (default: all), streamed."""
+    from dgp_pyro.data.video import video_info
+
+    network = run.network() if network is None else network
+    summaries = predict_video(
+        network, video, run.size, batch_size=batch_size, start=start, stop=stop, progress=progress
+    )
+    info = video_info(video)
+    return PosteriorModel.from_run(run).posterior(summaries, (info["width"], info["height"]), levels)
+
+
+def image_posteriors(
+    run: Run,
+    image_paths: Sequence[str | Path],
+    image_keys: Sequence[str],
+    levels: Sequence[float] = DEFAULT_LEVELS,
+    network: torch.nn.Module | None = None,
+    context: int = 16,
+) -> KeypointPosterior:
+    """Posteriors at labeled images: in their video context where it exists, else image by image.
+
+    A labeled image that was extracted from one of the project's videos (DeepLabCut naming,
+    :func:`~dgp_pyro.data.windows.video_frame_of_image`) gets the posterior of its frame given
+    ``context`` frames on each side, so the temporal potential is used at test time as in the
+    product; an image without a video gets the single-frame posterior (skeleton only).
+    """
+    from dgp_pyro.data.dataset import image_size
+    from dgp_pyro.data.video import video_info
+    from dgp_pyro.data.windows import video_frame_of_image
+
+    network = run.network() if network is None else network
+    model = PosteriorModel.from_run(run)
+    videos = run.project().videos()
+    single = predict_images(network, image_paths, run.size)
+    parts = []
+    for row, (path, key) in enumerate(zip(image_paths, image_keys, strict=True)):
+        found = video_frame_of_image(key, videos) if model.settings.temporal else None
+        if found is not None:
+            video, frame = found
+            info = video_info(video)
+            if frame < info["n_frames"]:
+                start, stop = max(0, frame - context), min(info["n_frames"], frame + context + 1)
+                summaries = predict_video(network, video, run.size, start=start, stop=stop)
+                window = model.posterior(summaries, (info["width"], info["height"]), levels)
+                parts.append(window.select(np.array([frame - start])))
+                continue
+        one = NetworkSummaries(
+            single.mean[[row]], single.cov[[row]], single.confidence[[row]], np.array([row])
+        )
+        parts.append(model.posterior(one, image_size(path), levels))
+    return KeypointPosterior(
+        mean=np.concatenate([p.mean for p in parts]),
+        cov=np.concatenate([p.cov for p in parts]),
+        confidence=np.concatenate([p.confidence for p in parts]),
+        frame_index=np.arange(len(parts)),
+        lower={lv: np.concatenate([p.lower[lv] for p in parts]) for lv in levels},
+        upper={lv: np.concatenate([p.upper[lv] for p in parts]) for lv in levels},
+    )
+
+
+def interval_coverage(posterior: KeypointPosterior, truth: Float[np.ndarray, "t k 2"]) -> dict[str, float]:
+    """Share of true coordinates inside each credible interval (x and y counted separately)."""
+    finite = np.isfinite(truth)
+    out = {}
+    for level in sorted(posterior.lower):
+        inside = (truth >= posterior.lower[level]) & (truth <= posterior.upper[level])
+        out[f"coverage_{level_tag(level)}"] = float(inside[finite].mean()) if finite.any() else float("nan")
+    return out

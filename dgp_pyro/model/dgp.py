@@ -1,0 +1,275 @@
+r"""Deep Graph Pose as a Pyro model, and its structured guide.
+
+Generative story of one training step (a batch of labeled images and a batch of windows of
+consecutive video frames, all through one shared heatmap network :math:`h_\theta`):
+
+1. **Labeled images.** Each labeled keypoint is explained by the network's heatmap through the
+   neural potential at the label, :math:`\exp(-\phi_n(y^{\mathrm{label}}, x))`: the labels are
+   exact here (the :math:`\sigma_{\mathrm{label}} \to 0` limit), which is the DeepLabCut
+   heatmap loss. Missing labels add nothing. This is all the ``supervised`` variant has.
+2. **Windows of video frames** (variants ``temporal``, ``skeletal``, ``dgp``). For each window of
+   :math:`T` frames the latent keypoints :math:`y \in \mathbb{R}^{T \times J \times 2}` are drawn
+   from the Gaussian Markov random field of the temporal and skeletal potentials,
+
+   .. math:: y \sim \mathcal{N}(0, \Lambda_{\mathrm{prior}}^{-1}), \qquad
+       \tfrac12 y^\top \Lambda_{\mathrm{prior}} y = \sum_{t,j} \phi_t + \sum_{t,(i,j)} \phi_s
+       + \tfrac{\epsilon}{2} \|y\|^2,
+
+   the heatmaps of every frame score them, ``pyro.factor("neural", -sum phi_n(y, x))``, and any
+   labels in the window observe them with a small noise,
+   :math:`y^{\mathrm{label}}_{tj} \sim \mathcal{N}(y_{tj}, \sigma_{\mathrm{label}}^2 I)` (masked
+   where missing, so partially labeled frames need no special case).
+
+The **structured guide** mirrors step 2: :math:`q(y)` is the exact posterior of the model with
+the neural potential replaced by its Gaussian form (soft-argmax mean :math:`\mu` and spread
+:math:`\Sigma` of the same heatmaps) - a Kalman smoother - corrected by learned per-keypoint
+precision scales :math:`s_j` and offsets :math:`b_j`:
+
+.. math:: q(y) \propto \exp\Big(-\tfrac12 y^\top \Lambda_{\mathrm{prior}} y
+    - \tfrac12 \sum_{t,j} (y_{tj} - \mu_{tj} - b_j)^\top s_j \Sigma_{tj}^{-1} (y_{tj} - \mu_{tj} - b_j)
+    - \tfrac{1}{2 \sigma_{\mathrm{label}}^2} \sum_{\mathrm{labeled}}
+    \|y_{tj} - y^{\mathrm{label}}_{tj}\|^2\Big)
+
+Its precision is block tridiagonal in time, so sampling and its density cost O(T)
+(:mod:`dgp_pyro.infer.gaussian_chain`). The network's heatmaps are computed once per step
+outside the model and handed to both functions (``logits``), so the network runs once; the
+guide reads them detached, and the network learns only through the model's potentials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyro
+import pyro.distributions as dist
+import torch
+from jaxtyping import Bool, Float
+from pyro import poutine
+from torch import Tensor, nn
+
+from dgp_pyro.infer.gaussian_chain import BlockTridiagonalGaussian, build_chain_precision
+from dgp_pyro.model.potentials import PRIOR_RIDGE, NeuralPotential, keypoint_prior
+from dgp_pyro.nets import heatmap_loss, soft_argmax
+
+#: The 2D model variants, each a set of switches of the same model function.
+VARIANTS = {
+    "supervised": {"temporal": False, "skeletal": False},
+    "temporal": {"temporal": True, "skeletal": False},
+    "skeletal": {"temporal": False, "skeletal": True},
+    "dgp": {"temporal": True, "skeletal": True},
+}
+
+
+@dataclass
+class ModelSettings:
+    """What a variant switches on, and the fixed scales of the potentials."""
+
+    variant: str
+    stride: int
+    heatmap_sigma: float
+    edges: list[tuple[int, int]] = field(default_factory=list)
+    label_sigma: float = 1.0
+    #: weight of the unlabeled windows' (per keypoint and frame) ELBO against the labeled loss
+    unlabeled_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose one of {sorted(VARIANTS)}")
+
+    @property
+    def temporal(self) -> bool:
+        return VARIANTS[self.variant]["temporal"]
+
+    @property
+    def skeletal(self) -> bool:
+        return VARIANTS[self.variant]["skeletal"] and bool(self.edges)
+
+    @property
+    def uses_windows(self) -> bool:
+        return self.temporal or self.skeletal
+
+
+@dataclass
+class LabeledBatch:
+    """Labeled images (the network's logits of them) with their labels."""
+
+    logits: Float[Tensor, "batch keypoints h w"]
+    labels: Float[Tensor, "batch keypoints 2"]
+    mask: Bool[Tensor, "batch keypoints"]
+
+
+@dataclass
+class WindowBatch:
+    """Windows of consecutive frames: the network's logits and any labels inside them."""
+
+    logits: Float[Tensor, "windows time keypoints h w"]
+    labels: Float[Tensor, "windows time keypoints 2"]
+    mask: Bool[Tensor, "windows time keypoints"]
+
+
+class PotentialWeights(nn.Module):
+    """The temporal and skeletal weights, fixed or learned (kept positive through their logs)."""
+
+    def __init__(self, temporal: Tensor, skeletal: Tensor, learn: bool = False):
+        super().__init__()
+        self.learn = learn
+        log_temporal = torch.as_tensor(temporal, dtype=torch.float64).clamp_min(1e-12).log()
+        log_skeletal = torch.as_tensor(skeletal, dtype=torch.float64).clamp_min(1e-12).log()
+        if learn:
+            self.log_temporal = nn.Parameter(log_temporal)
+            self.log_skeletal = nn.Parameter(log_skeletal)
+        else:
+            self.register_buffer("log_temporal", log_temporal)
+            self.register_buffer("log_skeletal", log_skeletal)
+
+    def temporal(self) -> Tensor:
+        return self.log_temporal.exp()
+
+    def skeletal(self) -> Tensor:
+        return self.log_skeletal.exp()
+
+
+class GuideCorrection(nn.Module):
+    """Learned corrections of the Gaussian form: per-keypoint log precision scale and offset."""
+
+    def __init__(self, num_keypoints: int):
+        super().__init__()
+        self.log_precision_scale = nn.Parameter(torch.zeros(num_keypoints, dtype=torch.float64))
+        self.offset = nn.Parameter(torch.zeros(num_keypoints, 2, dtype=torch.float64))
+
+
+def _window_prior(settings: ModelSettings, weights: PotentialWeights, time: int, keypoints: int):
+    return keypoint_prior(time, keypoints, 2, *potential_arguments(settings, weights))
+
+
+def _fill_missing(labels: Tensor, mask: Tensor) -> Tensor:
+    # NaNs in an observed value leak into gradients through the mask: replace them first.
+    return torch.where(mask[..., None], labels, torch.zeros_like(labels))
+
+
+def dgp_model(
+    network: nn.Module,
+    settings: ModelSettings,
+    weights: PotentialWeights,
+    correction: GuideCorrection | None = None,
+    labeled: LabeledBatch | None = None,
+    windows: WindowBatch | None = None,
+) -> None:
+    """The Deep Graph Pose model for one training step (see the module docstring).
+
+    ``correction`` belongs to the guide; the model takes it only so both share one signature.
+    """
+    pyro.module("network", network)
+    pyro.module("potential_weights", weights)
+    neural = NeuralPotential(settings.stride, settings.heatmap_sigma)
+    if labeled is not None:
+        loss = heatmap_loss(
+            labeled.logits, labeled.labels, settings.stride, settings.heatmap_sigma, labeled.mask
+        )
+        pyro.factor("labeled_heatmaps", -loss)
+    if windows is None or not settings.uses_windows:
+        return
+    num_windows, time, keypoints = windows.mask.shape
+    prior = _window_prior(settings, weights, time, keypoints)
+    # Per keypoint and frame, so that the windows weigh like the (averaged) labeled loss.
+    scale = settings.unlabeled_weight / (time * keypoints)
+    with pyro.plate("windows", num_windows), poutine.scale(scale=scale):
+        y = pyro.sample("keypoints", prior.expand([num_windows]))  # (windows, time, keypoints, 2)
+        flat_logits = windows.logits.flatten(0, 1)
+        energy = neural.energy(flat_logits, y.reshape(num_windows * time, keypoints, 2).to(flat_logits.dtype))
+        pyro.factor("neural", -energy.reshape(num_windows, time * keypoints).sum(-1).to(y.dtype))
+        label_noise = dist.Normal(y, settings.label_sigma).mask(windows.mask[..., None]).to_event(3)
+        pyro.sample("labels", label_noise, obs=_fill_missing(windows.labels, windows.mask).to(y.dtype))
+
+
+def guide_observations(
+    settings: ModelSettings,
+    correction: GuideCorrection,
+    mean: Float[Tensor, "... frames keypoints 2"],
+    cov: Float[Tensor, "... frames keypoints 2 2"],
+    labels: Float[Tensor, "... frames keypoints 2"] | None = None,
+    mask: Bool[Tensor, "... frames keypoints"] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The guide's pseudo-observations: corrected Gaussian form of the heatmaps, plus the labels.
+
+    Returns the mean ``(..., T, K, 2)`` and precision ``(..., T, K, 2, 2)`` of one Gaussian
+    observation per keypoint and frame (float64). A heatmap and a label of the same keypoint
+    are two Gaussian observations of it, so their precisions add.
+    """
+    dtype = torch.float64
+    mean = mean.to(dtype) + correction.offset
+    precision = torch.linalg.inv(cov.to(dtype)) * correction.log_precision_scale.exp()[:, None, None]
+    if labels is None or mask is None or not bool(mask.any()):
+        return mean, precision
+    eye = torch.eye(2, dtype=dtype, device=mean.device)
+    label_precision = mask.to(dtype)[..., None, None] * eye / settings.label_sigma**2
+    combined = precision + label_precision
+    information = (
+        precision @ mean[..., None] + label_precision @ _fill_missing(labels, mask).to(dtype)[..., None]
+    )
+    return torch.linalg.solve(combined, information)[..., 0], combined
+
+
+def guide_from_summaries(
+    settings: ModelSettings,
+    weights: PotentialWeights,
+    correction: GuideCorrection,
+    mean: Float[Tensor, "... frames keypoints 2"],
+    cov: Float[Tensor, "... frames keypoints 2 2"],
+    labels: Float[Tensor, "... frames keypoints 2"] | None = None,
+    mask: Bool[Tensor, "... frames keypoints"] | None = None,
+) -> BlockTridiagonalGaussian:
+    """q(y) over runs of consecutive frames from heatmap summaries (soft-argmax mean and spread).
+
+    Leading dimensions are windows (a batch of independent chains).
+    """
+    obs_mean, obs_precision = guide_observations(settings, correction, mean, cov, labels, mask)
+    A, B, h = build_chain_precision(
+        obs_mean,
+        obs_precision,
+        *potential_arguments(settings, weights),
+        ridge=PRIOR_RIDGE,
+        diagonal_offdiag=True,
+    )
+    return BlockTridiagonalGaussian(A, B, h, keypoint_dim=2, diagonal_B=True)
+
+
+def potential_arguments(settings: ModelSettings, weights: PotentialWeights) -> tuple:
+    """``(temporal_weight, edges, skeletal_weight)`` for the chain builders; off means zero."""
+    keypoints = weights.log_temporal.shape[-1]
+    zeros = weights.log_temporal.new_zeros(keypoints)
+    return (
+        weights.temporal() if settings.temporal else zeros,
+        settings.edges if settings.skeletal else [],
+        weights.skeletal() if settings.skeletal else zeros[:0],
+    )
+
+
+def dgp_guide(
+    network: nn.Module,
+    settings: ModelSettings,
+    weights: PotentialWeights,
+    correction: GuideCorrection,
+    labeled: LabeledBatch | None = None,
+    windows: WindowBatch | None = None,
+) -> None:
+    """The structured guide, mirroring :func:`dgp_model` (labeled images have no latent)."""
+    if windows is None or not settings.uses_windows:
+        return
+    pyro.module("guide_correction", correction)
+    num_windows, time, keypoints = windows.mask.shape
+    summary = soft_argmax(windows.logits.detach().flatten(0, 1), settings.stride)
+    q = guide_from_summaries(
+        settings,
+        weights,
+        correction,
+        summary.mean.reshape(num_windows, time, keypoints, 2),
+        summary.cov.reshape(num_windows, time, keypoints, 2, 2),
+        windows.labels,
+        windows.mask,
+    )
+    with (
+        pyro.plate("windows", num_windows),
+        poutine.scale(scale=settings.unlabeled_weight / (time * keypoints)),
+    ):
+        pyro.sample("keypoints", q)

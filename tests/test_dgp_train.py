@@ -1,0 +1,157 @@
+"""Deep Graph Pose end to end: semi-supervised training, exact resume, posteriors, CLI outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dgp_pyro.cli.main import main
+from dgp_pyro.data.predictions import read_predictions
+from dgp_pyro.errors import DGPError
+from dgp_pyro.infer.dgp_train import ELBO_LOG, train_dgp
+from dgp_pyro.infer.posterior import PosteriorModel, interval_coverage
+from dgp_pyro.infer.predict import NetworkSummaries
+from dgp_pyro.model.dgp import GuideCorrection, ModelSettings, PotentialWeights
+from dgp_pyro.run import RunConfig
+
+OPTIONS = {"window": 4, "windows_per_step": 1, "random_windows": 6, "dgp_start": 0.25}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    from dgp_pyro.data.synthetic import write_synthetic_project
+
+    out = tmp_path_factory.mktemp("dgp") / "synth"
+    return write_synthetic_project(out, views=1, frames=120, labeled=16, seed=0, size=(64, 64))
+
+
+def tiny(project: Path, steps: int = 8, model: str = "dgp", **options) -> RunConfig:
+    return RunConfig(
+        project=str(project),
+        model=model,
+        backbone="resnet18",
+        size=[64, 64],
+        steps=steps,
+        batch_size=2,
+        holdout=0.2,
+        checkpoint_every=4,
+        model_options={**OPTIONS, **options},
+    )
+
+
+def cli(*args) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def dgp_run(project, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "dgp"
+    train_dgp(tiny(project), out, progress=False)
+    return out
+
+
+def test_training_logs_elbo_parts_and_sets_weights(dgp_run):
+    rows = (dgp_run / ELBO_LOG).read_text().splitlines()
+    header = rows[0].split(",")
+    values = [dict(zip(header, map(float, r.split(",")), strict=True)) for r in rows[1:]]
+    assert len(values) == 8
+    assert all(v["neural"] == 0.0 for v in values[:2])  # labels only before dgp_start
+    assert all(v["neural"] != 0.0 and v["entropy"] != 0.0 for v in values[2:])
+    state = torch.load(dgp_run / "checkpoints" / "last.pt", weights_only=True)
+    temporal = state["potential_weights"]["log_temporal"].exp()
+    assert state["temporal_ready"] and torch.isfinite(temporal).all() and (temporal > 0).all()
+
+
+def test_resume_is_exact(project, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train_dgp(tiny(project, steps=6), straight, progress=False)
+
+    def interrupt(step, loss):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_dgp(tiny(project, steps=6), resumed, progress=False, on_step=interrupt)
+    train_dgp(tiny(project, steps=6), resumed, resume=True, progress=False)
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    for part in ("guide_correction", "potential_weights"):
+        for key in a[part]:
+            torch.testing.assert_close(a[part][key], b[part][key], rtol=0, atol=0)
+
+
+def test_predict_writes_posterior_columns_and_evaluate_reports_coverage(dgp_run, tmp_path):
+    code, stdout, stderr = cli("predict", dgp_run, "--out", tmp_path, "--quiet")
+    assert code == 0, stderr
+    files = sorted(tmp_path.glob("*.h5"))
+    assert files
+    table = read_predictions(files[0])
+    for column in ("x_std", "y_std", "x_lo90", "x_hi90", "y_lo95", "y_hi95"):
+        assert column in table.extras
+    assert np.all(table.extras["x_lo90"] <= table.xy[..., 0]) and np.all(
+        table.xy[..., 0] <= table.extras["x_hi90"]
+    )
+    code, stdout, stderr = cli("evaluate", dgp_run, "--json")
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    for key in ("rmse_px", "median_px", "pck_5px", "coverage_50", "coverage_90", "coverage_95"):
+        assert key in result
+    assert 0.0 <= result["coverage_95"] <= 1.0
+
+
+def test_variant_without_video_is_refused(project, tmp_path):
+    import shutil
+
+    copy = Path(shutil.copytree(project, tmp_path / "p"))
+    for video in (copy / "videos").iterdir():
+        video.unlink()
+    with pytest.raises(DGPError, match="needs video"):
+        train_dgp(tiny(copy, steps=2), tmp_path / "run", progress=False)
+
+
+def test_unknown_option_is_refused(project, tmp_path):
+    with pytest.raises(DGPError, match="unknown model option"):
+        train_dgp(tiny(project, steps=2, windowz=3), tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("variant", ["temporal", "dgp"])
+def test_posterior_beats_raw_estimate_and_is_calibrated(variant):
+    """With noisy heatmap summaries of a smooth trajectory, the posterior beats the raw estimate."""
+    rng = np.random.default_rng(0)
+    T, K = 3000, 3
+    truth = np.cumsum(rng.normal(0, 1.0, size=(T, K, 2)), axis=0) + 100
+    truth[:, 1] = truth[:, 0] + 5 + rng.normal(0, 0.3, size=(T, 2)).cumsum(0) * 0.01
+    noise_std = 3.0
+    cov = np.broadcast_to(np.eye(2) * noise_std**2, (T, K, 2, 2)).copy()
+    summaries = NetworkSummaries(
+        truth + rng.normal(0, noise_std, size=truth.shape), cov, np.ones((T, K)), np.arange(T)
+    )
+    settings = ModelSettings(variant, stride=8, heatmap_sigma=8.0, edges=[(0, 1)])
+    weights = PotentialWeights(torch.full((K,), 1.0), torch.full((1,), 1e-3))
+    model = PosteriorModel(settings, weights, GuideCorrection(K), size=(64, 64))
+    posterior = model.posterior(summaries, (64, 64))
+    raw_rmse = np.sqrt(np.mean((summaries.mean - truth) ** 2))
+    rmse = np.sqrt(np.mean((posterior.mean - truth) ** 2))
+    assert rmse < 0.7 * raw_rmse
+    coverage = interval_coverage(posterior, truth)
+    assert abs(coverage["coverage_90"] - 0.9) < 0.05
+    assert abs(coverage["coverage_50"] - 0.5) < 0.06

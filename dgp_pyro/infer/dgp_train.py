@@ -31,7 +31,6 @@ schedule, clipping and checkpoints as the supervised trainer.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,14 +48,13 @@ from dgp_pyro.errors import DGPError
 from dgp_pyro.infer.checkpoint import Checkpointer
 from dgp_pyro.infer.supervised import (
     TrainingLog,
-    _progress_bar,
     build_network_seeded,
     make_optimizer,
     make_scheduler,
     prepare_training,
     restore_training_state,
+    run_training_loop,
     seed_everything,
-    training_state,
 )
 from dgp_pyro.model.dgp import (
     GuideCorrection,
@@ -73,8 +71,8 @@ from dgp_pyro.run import Run, RunConfig, load_run
 
 #: Settings of the semi-supervised schedule (``--option NAME=VALUE`` on the command line).
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "window": 16,  # frames per window
-    "windows_per_step": 2,  # windows in each step's unlabeled batch
+    "window": 8,  # frames per window
+    "windows_per_step": 1,  # windows in each step's unlabeled batch
     "random_windows": 96,  # unlabeled windows in the pool (besides those around labels)
     "dgp_start": 0.3,  # fraction of the steps trained on labels only before the windows join
     "temporal_strength": 1.0,  # multiplies the data-driven temporal weights
@@ -253,91 +251,53 @@ def train_dgp(
 
     augment = AugmentConfig.from_dict(config.augment)
     flip_perm = flip_permutation(config.keypoints, augment.flip_pairs) if augment.flip > 0 else None
-    started = time.perf_counter()
 
-    def elapsed() -> float:
-        return seconds_before + time.perf_counter() - started
+    def compute_loss(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        nonlocal temporal_ready
+        use_windows = settings.uses_windows and step >= dgp_start
+        if use_windows and not temporal_ready:
+            if settings.temporal:
+                strength = float(options["temporal_strength"])
+                temporal = estimate_temporal_weights(network, pool, settings.stride, strength)
+                with torch.no_grad():
+                    weights.log_temporal.copy_(torch.as_tensor(temporal).log())
+            temporal_ready = True
+        images, points = setup.dataset.sample_batch(config.batch_size, generator, augment, flip_perm)
+        batch = [images]
+        if use_windows:
+            frames, window_labels, window_mask = pool.sample(int(options["windows_per_step"]), generator)
+            batch.append(frames.flatten(0, 1))
+        # One forward pass for the labeled images and the windows' frames together.
+        logits = network(normalize_images(torch.cat(batch).to(device)))
+        labeled_logits, window_logits = logits[: len(images)], logits[len(images) :]
+        points = points.to(device)
+        labeled = LabeledBatch(labeled_logits, points, torch.isfinite(points).all(-1))
+        windows = None
+        if use_windows:
+            w, t = window_mask.shape[:2]
+            windows = WindowBatch(
+                window_logits.reshape(w, t, *window_logits.shape[1:]),
+                window_labels.to(device),
+                window_mask.to(device),
+            )
+        return elbo_loss(network, settings, weights, correction, labeled, windows)
 
-    def save(snapshot: bool) -> None:
-        log.write()
-        _write_rows(setup.run_dir / ELBO_LOG, elbo_rows)
-        extra = {
+    def extra_state() -> dict[str, Any]:
+        return {
             "potential_weights": weights.state_dict(),
             "guide_correction": correction.state_dict(),
             "temporal_ready": temporal_ready,
         }
-        state = training_state(network, optimizer, scheduler, step, elapsed(), config, generator, extra)
-        checkpointer.save(state, step, snapshot=snapshot)
 
-    network.train()
-    bar = _progress_bar(config.steps, step, progress)
-    data_state = generator.get_state()
-    in_update = False
-    try:
-        while step < config.steps:
-            use_windows = settings.uses_windows and step >= dgp_start
-            if use_windows and not temporal_ready:
-                if settings.temporal:
-                    temporal = estimate_temporal_weights(
-                        network, pool, settings.stride, float(options["temporal_strength"])
-                    )
-                    with torch.no_grad():
-                        weights.log_temporal.copy_(torch.as_tensor(temporal).log())
-                temporal_ready = True
-            images, points = setup.dataset.sample_batch(config.batch_size, generator, augment, flip_perm)
-            batch = [images]
-            if use_windows:
-                frames, window_labels, window_mask = pool.sample(int(options["windows_per_step"]), generator)
-                batch.append(frames.flatten(0, 1))
-            logits = network(normalize_images(torch.cat(batch).to(device)))
-            labeled_logits, window_logits = logits[: len(images)], logits[len(images) :]
-            points = points.to(device)
-            labeled = LabeledBatch(labeled_logits, points, torch.isfinite(points).all(-1))
-            windows = None
-            if use_windows:
-                w, t = window_mask.shape[:2]
-                windows = WindowBatch(
-                    window_logits.reshape(w, t, *window_logits.shape[1:]),
-                    window_labels.to(device),
-                    window_mask.to(device),
-                )
-            loss, parts = elbo_loss(network, settings, weights, correction, labeled, windows)
-            if not torch.isfinite(loss):
-                raise DGPError(
-                    f"the training loss became {loss.item()} at step {step + 1}",
-                    setup.run_dir,
-                    hint="lower --lr; the last checkpoint is kept",
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.clip_grad_norm and config.clip_grad_norm > 0:
-                nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm)
-            lr = optimizer.param_groups[0]["lr"]
-            in_update = True
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            in_update = False
-            data_state = generator.get_state()
-            log.add(step, parts["loss"], lr, elapsed())
-            elbo_rows.append({"step": step, **{k: parts.get(k, 0.0) for k in ELBO_PARTS}})
-            bar.update(1)
-            if step % 10 == 0 or step == config.steps:
-                bar.set_postfix(
-                    loss=f"{parts['loss']:.4g}", phase="dgp" if use_windows else "labels", refresh=False
-                )
-            if on_step is not None:
-                on_step(step, parts["loss"])
-            if step % config.checkpoint_every == 0 and step < config.steps:
-                save(snapshot=True)
-        save(snapshot=True)
-    except KeyboardInterrupt:
-        if not in_update:
-            generator.set_state(data_state)
-            save(snapshot=False)
-        raise
-    finally:
-        bar.close()
+    def log_parts(step: int, parts: dict[str, float]) -> None:
+        elbo_rows.append({"step": step, **{k: parts.get(k, 0.0) for k in ELBO_PARTS}})
+
+    run_training_loop(
+        setup, network, parameters, optimizer, scheduler, generator, checkpointer, log, step,
+        seconds_before, compute_loss, extra_state=extra_state,
+        on_save=lambda: _write_rows(setup.run_dir / ELBO_LOG, elbo_rows), on_parts=log_parts,
+        progress=progress, on_step=on_step,
+    )  # fmt: skip
     return load_run(setup.run_dir)
 
 

@@ -81,6 +81,7 @@ __all__ = [
     "restore_training_state",
     "supervised_loss",
     "train_supervised",
+    "run_training_loop",
 ]
 
 
@@ -398,7 +399,6 @@ def train_supervised(
     optimizer = make_optimizer(network.parameters(), config)
     scheduler = make_scheduler(optimizer, config)
     checkpointer = Checkpointer(setup.run_dir / "checkpoints", keep=config.keep_checkpoints)
-
     step, seconds_before = 0, 0.0
     log = TrainingLog(setup.run_dir / "loss.csv")
     if resume:
@@ -408,7 +408,47 @@ def train_supervised(
 
     augment = AugmentConfig.from_dict(config.augment)
     flip_perm = flip_permutation(config.keypoints, augment.flip_pairs) if augment.flip > 0 else None
-    dataset = setup.dataset
+
+    def compute_loss(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        images, points = setup.dataset.sample_batch(config.batch_size, generator, augment, flip_perm)
+        loss = supervised_loss(network, images.to(device), points.to(device), config)
+        return loss, {"loss": float(loss.detach())}
+
+    run_training_loop(
+        setup, network, list(network.parameters()), optimizer, scheduler, generator, checkpointer,
+        log, step, seconds_before, compute_loss, progress=progress, on_step=on_step,
+    )  # fmt: skip
+    return load_run(setup.run_dir)
+
+
+def run_training_loop(
+    setup: TrainingSetup,
+    network: nn.Module,
+    parameters: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    checkpointer: Checkpointer,
+    log: TrainingLog,
+    step: int,
+    seconds_before: float,
+    compute_loss: Callable[[int], tuple[torch.Tensor, dict[str, float]]],
+    extra_state: Callable[[], dict[str, Any]] | None = None,
+    on_save: Callable[[], None] | None = None,
+    on_parts: Callable[[int, dict[str, float]], None] | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> None:
+    """The optimisation loop every trainer shares: steps, clipping, schedule, log, checkpoints.
+
+    ``compute_loss(step)`` returns the step's loss (drawing its batch from ``generator``) and
+    the numbers to log (at least ``"loss"``). Checkpoints every ``config.checkpoint_every``
+    steps and at the end hold :func:`training_state` plus ``extra_state()``; ``on_save`` writes
+    a trainer's own logs beside them. On Ctrl-C inside a step the data generator is rewound to
+    the step's start and the state saved, so a resume redraws the same batch; inside the
+    parameter update itself the state is half-updated, so the last periodic checkpoint is kept.
+    """
+    config = setup.config
     started = time.perf_counter()
 
     def elapsed() -> float:
@@ -416,17 +456,19 @@ def train_supervised(
 
     def save(snapshot: bool) -> None:
         log.write()
-        state = training_state(network, optimizer, scheduler, step, elapsed(), config, generator)
+        if on_save is not None:
+            on_save()
+        extra = extra_state() if extra_state is not None else None
+        state = training_state(network, optimizer, scheduler, step, elapsed(), config, generator, extra)
         checkpointer.save(state, step, snapshot=snapshot)
 
     network.train()
     bar = _progress_bar(config.steps, step, progress)
-    in_update = False  # between optimizer.step() and the step counter: the state is mid-update
+    in_update = False
     data_state = generator.get_state()
     try:
         while step < config.steps:
-            images, points = dataset.sample_batch(config.batch_size, generator, augment, flip_perm)
-            loss = supervised_loss(network, images.to(device), points.to(device), config)
+            loss, parts = compute_loss(step)
             if not torch.isfinite(loss):
                 raise DGPError(
                     f"the training loss became {loss.item()} at step {step + 1}",
@@ -436,7 +478,7 @@ def train_supervised(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_grad_norm and config.clip_grad_norm > 0:
-                nn.utils.clip_grad_norm_(network.parameters(), config.clip_grad_norm)
+                nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm)
             lr = optimizer.param_groups[0]["lr"]
             in_update = True
             optimizer.step()
@@ -444,8 +486,10 @@ def train_supervised(
             step += 1
             in_update = False
             data_state = generator.get_state()  # the next step starts from here
-            value = float(loss.detach())
+            value = parts["loss"]
             log.add(step, value, lr, elapsed())
+            if on_parts is not None:
+                on_parts(step, parts)
             bar.update(1)
             if step % 10 == 0 or step == config.steps:
                 bar.set_postfix(loss=f"{value:.4g}", lr=f"{lr:.2e}", refresh=False)
@@ -455,16 +499,12 @@ def train_supervised(
                 save(snapshot=True)
         save(snapshot=True)
     except KeyboardInterrupt:
-        # Interrupted inside a step: rewind the data generator to the step's start, so that a
-        # resume redraws the same batch. Interrupted inside the parameter update itself: the
-        # state is half-updated, so keep the last periodic checkpoint instead.
         if not in_update:
             generator.set_state(data_state)
             save(snapshot=False)
         raise
     finally:
         bar.close()
-    return load_run(setup.run_dir)
 
 
 def build_network_seeded(config: RunConfig) -> nn.Module:

@@ -1,0 +1,115 @@
+"""Accuracy and calibration of the 2D variants on one synthetic project, against ground truth.
+
+One synthetic project (one view, ``--frames`` frames, 20 labeled frames, fixed seed) and the
+same network (resnet18), seed, labels and number of steps for every variant: ``supervised``,
+``temporal``, ``skeletal``, ``dgp``. Each is trained (no holdout: all 20 labeled frames train),
+its posterior is computed over the whole video, and scored on every UNLABELED frame against
+the true 2D keypoints: RMSE, median, PCK at 5 px, and the coverage of the 50 / 90 / 95 %
+credible intervals. Prints one JSON line with every variant and the ratio dgp / supervised;
+wall-clock training seconds are reported too, since a graphical-model step also sees the
+unlabeled windows. CPU, ``torch.set_num_threads(2)``.
+
+    python benchmarks/bench_dgp_accuracy.py [--quick] [--steps N] [--variants supervised dgp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NAME = "bench_dgp_accuracy"
+VARIANTS = ("supervised", "temporal", "skeletal", "dgp")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1000)
+    parser.add_argument("--labeled", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None, help="default 600 (--quick: 150)")
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the project and runs here")
+    parser.add_argument("--out", type=Path, default=RESULTS / f"{NAME}.json")
+    args = parser.parse_args(argv)
+    steps = args.steps or (150 if args.quick else 600)
+    torch.set_num_threads(args.threads)
+
+    from dgp_pyro.cli.evaluate import PROJECT_TRUTH, evaluate_run
+    from dgp_pyro.cli.train import trainer_for
+    from dgp_pyro.data.synthetic.project import write_synthetic_project
+    from dgp_pyro.run import RunConfig
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench_dgp_"))
+    size = (args.size, args.size)
+    project = work / "project"
+    if not project.exists():
+        write_synthetic_project(
+            project, views=1, frames=args.frames, labeled=args.labeled, seed=args.seed, size=size
+        )
+    result: dict = {
+        "name": NAME,
+        "backbone": args.backbone,
+        "size": list(size),
+        "frames": args.frames,
+        "labeled": args.labeled,
+        "steps": steps,
+        "seed": args.seed,
+        "threads": args.threads,
+        "quick": args.quick,
+    }
+    try:
+        for variant in args.variants:
+            config = RunConfig(
+                project=str(project),
+                model=variant,
+                backbone=args.backbone,
+                size=list(size),
+                steps=steps,
+                holdout=0.0,
+                seed=args.seed,
+                checkpoint_every=max(steps, 1),
+            )
+            started = time.perf_counter()
+            run = trainer_for(variant)(config, work / variant, progress=False)
+            seconds = time.perf_counter() - started
+            report = evaluate_run(run, truth=PROJECT_TRUTH, use_cache=False)
+            result[variant] = {
+                "rmse_px": report["truth_unlabeled_rmse_px"],
+                "median_px": report["truth_unlabeled_median_px"],
+                "pck_5px": report["truth_unlabeled_pck_5px"],
+                "visible_rmse_px": report["truth_unlabeled_visible_rmse_px"],
+                "coverage_50": report.get("truth_coverage_50"),
+                "coverage_90": report.get("truth_coverage_90"),
+                "coverage_95": report.get("truth_coverage_95"),
+                "train_seconds": round(seconds, 1),
+            }
+        if "supervised" in result:
+            base = result["supervised"]["rmse_px"]
+            for variant in args.variants:
+                if variant != "supervised":
+                    result[f"rmse_ratio_{variant}_supervised"] = round(result[variant]["rmse_px"] / base, 4)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    result["torch"] = torch.__version__
+    line = json.dumps(result)
+    print(line)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(line + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -30,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, help="output folder (report.md, runs/, predictions/, plots)")
     parser.add_argument("--project", default=None, help="project to use (default: the bundled synthetic one)")
-    parser.add_argument("--steps", type=int, default=400, help="training steps per model (default 400)")
+    parser.add_argument("--steps", type=int, default=150, help="training steps per model (default 150)")
     parser.add_argument("--backbone", default="resnet18", help="ResNet backbone (default resnet18)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--models", nargs="+", default=list(DEMO_MODELS), help="models to train and compare")

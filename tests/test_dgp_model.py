@@ -108,7 +108,7 @@ def test_guide_correction_scales_precision_and_shifts_mean():
         correction.log_precision_scale.fill_(np.log(4.0))
         correction.offset.fill_(2.0)
     q = guide_from_summaries(settings, weights, correction, mean, cov)
-    # the prior's ridge (1e-6) shrinks towards 0 by ~1e-4 px here
+    # the prior's tiny ridge shrinks towards 0 by a negligible amount
     np.testing.assert_allclose(q.mean.detach().numpy(), mean.numpy() + 2.0, atol=1e-3)
     frame_cov = q.marginal_covariance[0].detach().numpy()
     for k in range(4):

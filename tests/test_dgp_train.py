@@ -23,14 +23,6 @@ from dgp_pyro.run import RunConfig
 OPTIONS = {"window": 4, "windows_per_step": 1, "random_windows": 6, "dgp_start": 0.25}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     from dgp_pyro.data.synthetic import write_synthetic_project

@@ -27,20 +27,6 @@ from dgp_pyro.nets import (
 from dgp_pyro.nets.backbone import OFFLINE_ENV, hub_cache_file
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run these small-tensor tests on one intra-op thread.
-
-    On a small CPU machine shared with other jobs a multi-threaded pool stalls at every barrier
-    (we measured the overfit test 8x slower with 2 threads than with 1 under load); results are
-    the same either way.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _exact_offsets(points: torch.Tensor, size: tuple[int, int], stride: int) -> torch.Tensor:
     """Offsets from every cell centre to the keypoint, ``(B, K, 2, h, w)``."""
     xs, ys = heatmap_grid(*size, stride)

@@ -1,8 +1,8 @@
 """Supervised training end to end: learning, run folders, exact resume, checkpoints, bad input.
 
-Tiny settings throughout (resnet18, 64 x 64 images, a few steps). Torch runs single-threaded
-here: on a shared 2-core machine two OpenMP threads fighting other processes are many times
-slower than one, and the results do not depend on it.
+Tiny settings throughout (resnet18, 64 x 64 images, a few steps). The tests never change
+torch's thread count: switching it back and forth inside one process can hang MKL in this
+torch build.
 """
 
 from __future__ import annotations
@@ -22,14 +22,6 @@ from dgp_pyro.infer.supervised import prepare_training, train_supervised
 from dgp_pyro.run import MODELS, RunConfig, load_run
 
 SIZE = ["--size", "64x64", "--backbone", "resnet18"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,7 @@ from dgp_pyro.model.dgp import (
     guide_observations,
     potential_arguments,
 )
+from dgp_pyro.model.potentials import PRIOR_RIDGE
 from dgp_pyro.run import Run
 
 #: Credible levels reported by default.
@@ -133,7 +134,11 @@ class PosteriorModel:
         cov = torch.from_numpy(summaries.cov / (factor[:, None] * factor[None, :]))
         obs_mean, obs_precision = guide_observations(self.settings, self.correction, mean, cov)
         smoothed = smooth_keypoints(
-            obs_mean, obs_precision, *potential_arguments(self.settings, self.weights), levels=tuple(levels)
+            obs_mean,
+            obs_precision,
+            *potential_arguments(self.settings, self.weights),
+            levels=tuple(levels),
+            ridge=PRIOR_RIDGE,
         )
         scale = factor[:, None] * factor[None, :]
         return KeypointPosterior(

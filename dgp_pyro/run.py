@@ -33,8 +33,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from dgp_pyro.data.project import Project
     from dgp_pyro.nets.heatmap_net import HeatmapNet
 
+#: The multi-view 3D models (latent world keypoints seen through calibrated cameras).
+MODELS_3D = ("dgp3d", "dgp3d_temporal", "dgp3d_skeletal", "dgp3d_bones")
 #: Every model a run can be trained with; ``dgp-pyro train --model`` offers exactly these.
-MODELS = ("supervised", "temporal", "skeletal", "dgp")
+MODELS = ("supervised", "temporal", "skeletal", "dgp") + MODELS_3D
 
 CONFIG = "config.json"
 SPLIT = "split.json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
 import io
 import re
 import weakref
@@ -229,10 +230,17 @@ def test_cli_predict_writes_deeplabcut_files(synth, video, tmp_path):
     assert np.all(table.extras["x_lo90"] < table.xy[..., 0])
     assert np.all(table.xy[..., 0] < table.extras["x_hi90"])
     assert read_predictions(csv).xy.shape == (40, 13, 2)
-    # default output folder: RUN/predictions
-    code, _, stderr = cli("predict", run_dir, video, "--quiet")
+    # default output folder: RUN/predictions; --nwb adds the same posterior as an NWB file
+    code, _, stderr = cli("predict", run_dir, video, "--quiet", "--nwb")
     assert code == 0, stderr
     assert (run_dir / "predictions" / "session0_DGPpyro_supervised.h5").is_file()
+    if importlib.util.find_spec("pynwb") and importlib.util.find_spec("ndx_pose"):
+        from dgp_pyro.data.nwb import read_nwb_posterior
+
+        nwb = read_nwb_posterior(run_dir / "predictions" / "session0_DGPpyro_supervised.nwb")
+        same = read_predictions(run_dir / "predictions" / "session0_DGPpyro_supervised.h5")
+        np.testing.assert_array_equal(nwb["mean"], same.xy)
+        np.testing.assert_array_equal(nwb["lower"][0.9][..., 0], same.extras["x_lo90"])
 
 
 def test_truncated_video_names_file_and_frame(network, tmp_path):

@@ -1,9 +1,11 @@
 """``dgp-pyro demo``: the main job on the bundled synthetic project, with a report.
 
-Trains the ``supervised`` baseline and Deep Graph Pose (``dgp``) on the same labeled frames
-with the same network and budget, computes the posterior over every frame of every view's
-video, scores both against the synthetic ground truth (all frames, unlabeled frames, credible
-interval coverage), and writes ``DIR/report.md`` with the comparison table and the plots.
+Trains the ``supervised`` baseline, 2D Deep Graph Pose (``dgp``, each view on its own) and
+multi-view 3D Deep Graph Pose (``dgp3d``) on the same labeled frames with the same network and
+budget, computes the posterior over every frame of every view's video, scores them against the
+synthetic ground truth (2D on unlabeled frames, credible interval coverage, and 3D: the 2D
+models' posterior means triangulated by confidence-weighted DLT, ``dgp3d``'s own 3D posterior),
+and writes ``DIR/report.md`` with the comparison table and the plots.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ from pathlib import Path
 import numpy as np
 
 from dgp_pyro.atomic import atomic_write_json, atomic_write_text
+from dgp_pyro.cli.options import parse_size
+from dgp_pyro.errors import DGPError
 
 #: The demo's models, in report order.
-DEMO_MODELS = ("supervised", "dgp")
+DEMO_MODELS = ("supervised", "dgp", "dgp3d")
 LEVELS = (0.5, 0.9, 0.95)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "demo",
-        help="train supervised and Deep Graph Pose on the bundled synthetic project and write a report",
+        help="train supervised, Deep Graph Pose and 3D Deep Graph Pose on the bundled synthetic project "
+        "and write a report",
         description="The main job end to end on CPU: train, predict whole videos with credible "
         "intervals, compare against ground truth, and write DIR/report.md with plots.",
     )
@@ -32,6 +37,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--project", default=None, help="project to use (default: the bundled synthetic one)")
     parser.add_argument("--steps", type=int, default=150, help="training steps per model (default 150)")
     parser.add_argument("--backbone", default="resnet18", help="ResNet backbone (default resnet18)")
+    parser.add_argument(
+        "--size", type=parse_size, default=None, help="training image size WxH (default: the frames' size)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--models", nargs="+", default=list(DEMO_MODELS), help="models to train and compare")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -64,13 +72,25 @@ def run(args: argparse.Namespace) -> int:
     project = load_project(project_dir)
     _say(f"project {project_dir}: {len(project.frame_keys)} labeled frames, views {', '.join(project.views)}")
 
-    results, posteriors, runs = {}, {}, {}
+    from dgp_pyro.run import MODELS, MODELS_3D
+
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        raise DGPError(f"unknown model(s) {', '.join(unknown)}", hint=f"models: {', '.join(MODELS)}")
+    if any(m in MODELS_3D for m in args.models) and (len(project.views) < 2 or project.calibration is None):
+        raise DGPError(
+            "the 3D models need a calibrated multi-view project",
+            project_dir,
+            hint=f"leave out {', '.join(m for m in args.models if m in MODELS_3D)}",
+        )
+    results, posteriors, points3d, runs = {}, {}, {}, {}
     for model in args.models:
         run_dir = out / "runs" / model
         config = RunConfig(
             project=str(project_dir),
             model=model,
             backbone=args.backbone,
+            **({"size": list(args.size)} if args.size else {}),
             steps=args.steps,
             batch_size=8,
             seed=args.seed,
@@ -88,12 +108,13 @@ def run(args: argparse.Namespace) -> int:
             trainer_for(model)(config, run_dir, resume=resume, progress=True)
         runs[model] = load_run(run_dir)
         _say(f"posterior over every frame of every video ({model})")
-        posteriors[model] = _video_posteriors(runs[model], out / "predictions" / model)
-        results[model] = _score(project, posteriors[model])
-        _say(f"{model}: RMSE {results[model]['rmse_px']:.2f} px on all frames")
+        posteriors[model], points3d[model] = _video_posteriors(runs[model], out / "predictions" / model)
+        results[model] = _score(project, posteriors[model], points3d[model])
+        where = f", 3D {results[model]['rmse_3d']:.2f}" if results[model].get("rmse_3d") is not None else ""
+        _say(f"{model}: RMSE {results[model]['rmse_px']:.2f} px on unlabeled frames{where}")
 
     _say("plots and report")
-    plots = _plots(project, posteriors, out)
+    plots = _plots(project, posteriors, points3d, out)
     summary = {"project": str(project_dir), "steps": args.steps, "backbone": args.backbone, "models": results}
     summary["seconds"] = time.perf_counter() - started
     atomic_write_json(out / "metrics.json", summary)
@@ -110,14 +131,30 @@ def _finished(run_dir: Path, steps: int) -> bool:
     return len(lines) > 1 and int(float(lines[-1].split(",")[0])) >= steps
 
 
-def _video_posteriors(run, out_dir: Path) -> dict[str, object]:
-    """Posterior over each view's video, written as DeepLabCut files; keyed by view."""
+def _video_posteriors(run, out_dir: Path) -> tuple[dict[str, object], dict[str, tuple]]:
+    """Posterior over each view's video, written as DeepLabCut files; keyed by ``session/view``.
+
+    Also the 3D estimate of each session, ``{session: (mean (T, J, 3), std or None)}``: a 3D
+    run's posterior, or a 2D run's posterior means triangulated by confidence-weighted DLT
+    (no 3D uncertainty), when the project is calibrated.
+    """
+    from dgp_pyro.infer.dgp3d_train import session_videos
     from dgp_pyro.infer.posterior import video_posterior
+    from dgp_pyro.infer.posterior3d import videos_posterior3d, write_posterior3d
     from dgp_pyro.infer.predict import prediction_stem, summaries_to_table, write_prediction_files
+    from dgp_pyro.run import MODELS_3D
 
     project = run.project()
     network = run.network()
-    posteriors = {}
+    posteriors, points3d = {}, {}
+    if run.config.model in MODELS_3D:
+        for session in session_videos(project):
+            posterior = videos_posterior3d(run, session.videos, LEVELS, network)
+            write_posterior3d(posterior, out_dir, f"{session.name}_{run.scorer}", run.scorer, session.videos)
+            for v, view in enumerate(project.views):
+                posteriors[f"{session.name}/{view}"] = posterior.view_posterior(v)
+            points3d[session.name] = (posterior.mean, posterior.std)
+        return posteriors, points3d
     for session, videos in sorted(project.sessions.items()):
         for view, video in videos.items():
             posterior = video_posterior(run, video, LEVELS, network=network)
@@ -129,16 +166,26 @@ def _video_posteriors(run, out_dir: Path) -> dict[str, object]:
             )
             write_prediction_files(table, out_dir, prediction_stem(video, run.scorer))
             posteriors[f"{session}/{view}"] = posterior
-    return posteriors
+    if project.calibration is not None and len(project.views) >= 2 and project.view_layout == "folders":
+        from dgp_pyro.data.cameras import CameraGroup
+
+        group = CameraGroup.from_toml(project.calibration).match_views(list(project.views))
+        for session in sorted(project.sessions):
+            views = [posteriors[f"{session}/{view}"] for view in project.views]
+            mean = group.triangulate(
+                np.stack([p.mean for p in views]), np.stack([p.confidence for p in views])
+            )
+            points3d[session] = (mean, None)
+    return posteriors, points3d
 
 
 def _truth(project) -> dict[str, np.ndarray]:
     with np.load(project.ground_truth) as data:
-        return {key: data[key] for key in ("points_2d", "visible", "labeled_frames")}
+        return {key: data[key] for key in ("points_2d", "points_3d", "visible", "labeled_frames")}
 
 
-def _score(project, posteriors: dict[str, object]) -> dict[str, float]:
-    """RMSE (all, unlabeled, visible-unlabeled), PCK and coverage against the ground truth."""
+def _score(project, posteriors: dict[str, object], points3d: dict[str, tuple]) -> dict[str, float]:
+    """RMSE (unlabeled, visible-unlabeled), PCK and coverage against the ground truth; 3D RMSE."""
     from dgp_pyro.eval.metrics import keypoint_errors, summarize_errors
     from dgp_pyro.infer.posterior import interval_coverage
 
@@ -166,12 +213,28 @@ def _score(project, posteriors: dict[str, object]) -> dict[str, float]:
     }
     for name in coverage_parts[0]:
         out[name] = float(np.mean([part[name] for part in coverage_parts]))
+    out["rmse_3d"] = out["rmse_3d_hidden"] = None
+    if points3d:  # the bundled project has one session
+        mean, _ = next(iter(points3d.values()))
+        unlabeled = np.ones(len(mean), bool)
+        unlabeled[truth["labeled_frames"]] = False
+        error = np.linalg.norm(mean - truth["points_3d"], axis=-1)[unlabeled]
+        hidden = ~truth["visible"].all(axis=1)[unlabeled]
+        out["rmse_3d"] = float(np.sqrt(np.nanmean(error**2)))
+        out["rmse_3d_hidden"] = float(np.sqrt(np.nanmean(error[hidden] ** 2))) if hidden.any() else None
     return out
 
 
-def _plots(project, posteriors: dict[str, dict], out: Path) -> dict[str, str]:
+def _plots(project, posteriors: dict[str, dict], points3d: dict[str, dict], out: Path) -> dict[str, str]:
     from dgp_pyro.data.video import VideoReader
-    from dgp_pyro.viz import plot_comparison, plot_coverage, plot_frame, plot_trajectories, save_figure
+    from dgp_pyro.viz import (
+        plot_comparison,
+        plot_coverage,
+        plot_frame,
+        plot_skeleton_3d,
+        plot_trajectories,
+        save_figure,
+    )
 
     truth = _truth(project)
     first_key = sorted(next(iter(posteriors.values())))[0]
@@ -208,6 +271,19 @@ def _plots(project, posteriors: dict[str, dict], out: Path) -> dict[str, str]:
         title=f"{model}, {view} frame {frame}: 90 % ellipses (truth as x)",
     )
     plots["frame"] = save_figure(figure, out / "frame.png").name
+    with_std = [m for m, sessions in points3d.items() if sessions and sessions[session][1] is not None]
+    if with_std:
+        mean, std = points3d[with_std[-1]][session]
+        figure = plot_skeleton_3d(
+            mean[frame],
+            std[frame],
+            names,
+            project.network_skeleton(),
+            truth=truth["points_3d"][frame],
+            title=f"{with_std[-1]}, frame {frame}: 3D posterior with 90 % bars (truth hollow)",
+            units="mm",
+        )
+        plots["skeleton_3d"] = save_figure(figure, out / "skeleton_3d.png").name
     estimates = {m: p[first_key].mean[frames, 0] for m, p in posteriors.items()}
     bands = {
         m: (p[first_key].lower[0.9][frames, 0], p[first_key].upper[0.9][frames, 0])
@@ -243,18 +319,23 @@ def _coverage_curve(project, posteriors: dict[str, object], levels: np.ndarray) 
     return inside / max(count, 1)
 
 
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _report(summary: dict, plots: dict[str, str], runs: dict, out: Path) -> str:
     rows = []
     rows.append(
         "| model | RMSE px (unlabeled frames) | median px | PCK 5 px | RMSE px (visible) "
-        "| cov. 50 % | cov. 90 % | cov. 95 % |"
+        "| cov. 50 % | cov. 90 % | cov. 95 % | 3D RMSE mm | 3D RMSE mm (hidden in a view) |"
     )
-    rows.append("|" + " --- |" * 8)
+    rows.append("|" + " --- |" * 10)
     for model, r in summary["models"].items():
         rows.append(
             f"| {model} | {r['rmse_px']:.2f} | {r['median_px']:.2f} | {r['pck_5px']:.3f} "
             f"| {r['rmse_visible_px']:.2f} "
-            f"| {r['coverage_50']:.3f} | {r['coverage_90']:.3f} | {r['coverage_95']:.3f} |"
+            f"| {r['coverage_50']:.3f} | {r['coverage_90']:.3f} | {r['coverage_95']:.3f} "
+            f"| {_number(r.get('rmse_3d'))} | {_number(r.get('rmse_3d_hidden'))} |"
         )
     models = list(summary["models"])
     ratio = ""
@@ -273,7 +354,9 @@ Project: `{summary["project"]}`. Backbone {summary["backbone"]}, {summary["steps
 the same labeled frames, seed and budget for every model. Total time {summary["seconds"]:.0f} s.
 
 Errors are against the synthetic ground truth on every unlabeled frame of every camera's video; coverage is
-the share of true coordinates inside the posterior's equal-tailed credible intervals.
+the share of true coordinates inside the posterior's equal-tailed credible intervals (for `dgp3d`, its 3D
+posterior reprojected into each view). 3D errors: `dgp3d`'s 3D posterior mean; for the 2D models, their
+posterior means triangulated by confidence-weighted DLT (what a DeepLabCut + Anipose user would get).
 
 {chr(10).join(rows)}
 

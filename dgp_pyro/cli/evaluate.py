@@ -111,6 +111,36 @@ class _NetworkOnce:
         return self.network
 
 
+def _is_3d(run) -> bool:
+    from dgp_pyro.run import MODELS_3D
+
+    return run.config.model in MODELS_3D
+
+
+def _ensure_3d_tables(run, project, network, batch_size: int, use_cache: bool, progress: bool) -> None:
+    """3D runs: write (or reuse) every session's reprojected per-view tables in ``RUN/predictions``.
+
+    A 3D posterior is computed for a whole session at once; its per-view DeepLabCut tables are
+    then read like a 2D run's video predictions.
+    """
+    from dgp_pyro.infer.dgp3d_train import session_videos
+    from dgp_pyro.infer.posterior3d import PosteriorModel3D, videos_posterior3d, write_posterior3d
+    from dgp_pyro.infer.predict import prediction_stem
+
+    model = None
+    for session in session_videos(project):
+        stems = [prediction_stem(video, run.scorer) for video in session.videos]
+        if use_cache and all(_fresh(run.predictions_dir / f"{stem}.h5", run) for stem in stems):
+            continue
+        model = PosteriorModel3D.from_run(run) if model is None else model
+        posterior = videos_posterior3d(
+            run, session.videos, LEVELS, network(), batch_size=batch_size, progress=progress, model=model
+        )
+        write_posterior3d(
+            posterior, run.predictions_dir, f"{session.name}_{run.scorer}", run.scorer, videos=session.videos
+        )
+
+
 # --------------------------------------------------------------------------- held-out frames
 
 
@@ -205,6 +235,8 @@ def _load_truth(path: Path) -> dict[str, Any]:
         elif labeled.size:
             mask[labeled.astype(np.int64)] = True
         sessions[name] = {"points_2d": points, "visible": visible, "labeled_mask": mask}
+        if f"{prefix}points_3d" in raw:
+            sessions[name]["points_3d"] = np.asarray(raw[f"{prefix}points_3d"], dtype=float)
     n_views = next(iter(sessions.values()))["points_2d"].shape[1]
     return {
         "keypoints": [str(k) for k in raw["keypoints"]],
@@ -281,6 +313,9 @@ def evaluate_truth(
     truth = _load_truth(truth_path)
     keypoints = list(run.config.keypoints)
     roles = _channel_map(project, keypoints, truth, truth_path)
+    if _is_3d(run):  # whole sessions at once; the loop below then reads the per-view tables
+        _ensure_3d_tables(run, project, network, batch_size, use_cache, progress)
+        use_cache = True
     preds, truths, vis, unlabeled, names, tables = [], [], [], [], [], []
     n_frames = n_unlabeled = 0
     for gt_session, arrays in truth["sessions"].items():
@@ -344,6 +379,51 @@ def evaluate_truth(
     weights = np.array([np.isfinite(points).sum() for points in truths], dtype=float)
     for key in coverage[0]:
         out[key] = float(np.average([c[key] for c in coverage], weights=weights))
+    if _is_3d(run):
+        out["3d"] = _evaluate_truth_3d(run, project, truth, truth_path)
+    return out
+
+
+def _evaluate_truth_3d(run, project, truth: dict, truth_path: Path) -> dict[str, Any]:
+    """3D runs: world-unit errors and interval coverage of the 3D tables against ``points_3d``."""
+    from statistics import NormalDist
+
+    from dgp_pyro.infer.posterior import level_tag
+    from dgp_pyro.infer.posterior3d import read_points3d
+
+    keypoints = list(run.config.keypoints)
+    errors, hidden, unlabeled, inside = [], [], [], {level: [] for level in LEVELS}
+    for gt_session, arrays in truth["sessions"].items():
+        if "points_3d" not in arrays:
+            continue
+        session = _truth_session(project, gt_session, arrays["points_3d"].shape[0], truth_path)
+        table = read_points3d(run.predictions_dir / f"{session}_{run.scorer}_3d.h5", keypoints)
+        columns = [truth["keypoints"].index(k) for k in keypoints if k in truth["keypoints"]]
+        ours = [keypoints.index(truth["keypoints"][c]) for c in columns]
+        gt = arrays["points_3d"][:, columns]
+        mean, std = table["mean"][:, ours], table["std"][:, ours]
+        errors.append(np.linalg.norm(mean - gt, axis=-1))
+        hidden.append(~arrays["visible"][:, :, columns].all(axis=1))
+        unlabeled.append(np.broadcast_to(~arrays["labeled_mask"][:, None], errors[-1].shape))
+        for level in LEVELS:
+            z = NormalDist().inv_cdf(0.5 + level / 2)
+            inside[level].append((np.abs(gt - mean) <= z * std).reshape(-1))
+    if not errors:
+        return {}
+    error, hidden_mask, unlabeled_mask = (np.concatenate(x) for x in (errors, hidden, unlabeled))
+
+    def rmse(mask: np.ndarray) -> float | None:
+        values = error[mask & np.isfinite(error)]
+        return float(np.sqrt(np.mean(values**2))) if values.size else None
+
+    out: dict[str, Any] = {
+        "rmse": rmse(np.ones_like(hidden_mask)),
+        "unlabeled_rmse": rmse(unlabeled_mask),
+        "hidden_rmse": rmse(hidden_mask),
+        "median": float(np.nanmedian(error)),
+    }
+    for level in LEVELS:
+        out[f"coverage_{level_tag(level)}"] = float(np.mean(np.concatenate(inside[level])))
     return out
 
 
@@ -397,6 +477,8 @@ def evaluate_run(
         for key, value in detail.items():
             if key.startswith("coverage_"):
                 result[f"truth_{key}"] = value
+        for key, value in detail.get("3d", {}).items():
+            result[f"truth_3d_{key}"] = value
         result["truth"] = detail
     return result
 

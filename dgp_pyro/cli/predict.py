@@ -8,6 +8,12 @@ interval bounds ``x_lo90, x_hi90, y_lo90, y_hi90`` for each ``--levels`` value (
 for the graphical models it is the structured guide over the whole video
 (:mod:`dgp_pyro.infer.posterior`). Without videos, every video of the run's project is
 predicted. Frames are streamed in batches, so any video length fits in memory.
+
+3D runs (``dgp3d`` ...) predict each session's videos together (or one video per view, in the
+run's view order, for each session given): ``<session>_DGPpyro_<model>_3d.h5`` / ``.csv`` with
+the 3D posterior (:mod:`dgp_pyro.infer.posterior3d`) and one DeepLabCut file per view of its
+reprojection. ``--nwb`` also writes each posterior, spreads and intervals included, as an NWB
+file with the ndx-pose extension (:mod:`dgp_pyro.data.nwb`).
 """
 
 from __future__ import annotations
@@ -41,8 +47,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=[0.5, 0.9, 0.95],
         help="credible levels of the interval columns (default 0.5 0.9 0.95)",
     )
+    parser.add_argument(
+        "--nwb",
+        action="store_true",
+        help="also write NWB files (ndx-pose) with the posterior mean, spread and intervals",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _skeleton_edges(run_) -> list[tuple[int, int]]:
+    index = {name: k for k, name in enumerate(run_.config.keypoints)}
+    return [(index[a], index[b]) for a, b in run_.config.skeleton]
 
 
 def unique_stems(videos: list[Path], scorer: str) -> list[str]:
@@ -58,10 +74,50 @@ def unique_stems(videos: list[Path], scorer: str) -> list[str]:
     ]
 
 
+def _predict_3d(run_, network, videos: list[Path], out: Path, args: argparse.Namespace) -> int:
+    """3D runs: the posterior of each session (all views together), 3D table plus 2D files per view."""
+    from dgp_pyro.infer.dgp3d_train import session_videos
+    from dgp_pyro.infer.posterior3d import PosteriorModel3D, videos_posterior3d, write_posterior3d
+
+    model = PosteriorModel3D.from_run(run_)
+    views = len(model.views)
+    if videos:
+        if len(videos) % views:
+            raise DGPError(
+                f"{len(videos)} videos for a {views}-view run: give one video per view "
+                f"({', '.join(model.views)}) for each session, in that order",
+                videos[0],
+            )
+        groups = [videos[i : i + views] for i in range(0, len(videos), views)]
+        stems = [f"{group[0].stem}_{run_.scorer}" for group in groups]
+    else:
+        sessions = session_videos(run_.project())
+        groups = [session.videos for session in sessions]
+        stems = [f"{session.name}_{run_.scorer}" for session in sessions]
+    for group, stem in zip(groups, stems, strict=True):
+        posterior = videos_posterior3d(
+            run_, group, args.levels, network, batch_size=args.batch_size, progress=not args.quiet,
+            model=model,
+        )  # fmt: skip
+        paths = write_posterior3d(posterior, out, stem, run_.scorer, videos=group)
+        if args.nwb:
+            from dgp_pyro.data.nwb import write_nwb_3d
+            from dgp_pyro.data.video import video_info
+
+            fps = float(video_info(group[0])["fps"])
+            paths.append(
+                write_nwb_3d(out / f"{stem}_3d.nwb", posterior, posterior.keypoints, _skeleton_edges(run_),
+                             fps=fps, scorer=run_.scorer, overwrite=True)
+            )  # fmt: skip
+        names = ", ".join(str(v) for v in group)
+        print(f"{names}: {len(posterior.mean)} frames -> {', '.join(str(p) for p in paths)}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from dgp_pyro.infer.posterior import video_posterior
     from dgp_pyro.infer.predict import summaries_to_table, write_prediction_files
-    from dgp_pyro.run import load_run
+    from dgp_pyro.run import MODELS_3D, load_run
 
     run_ = load_run(args.run)
     if args.batch_size < 1:
@@ -81,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
             )
     out = Path(args.out) if args.out else run_.predictions_dir
     network = run_.network(args.device, checkpoint=args.checkpoint)
+    if run_.config.model in MODELS_3D:
+        return _predict_3d(run_, network, [Path(v) for v in args.videos], out, args)
     for video, stem in zip(videos, unique_stems(videos, run_.scorer), strict=True):
         posterior = video_posterior(
             run_, video, args.levels, network=network, batch_size=args.batch_size, progress=not args.quiet
@@ -89,5 +147,14 @@ def run(args: argparse.Namespace) -> int:
             posterior.as_summaries(), run_.config.keypoints, run_.scorer, extras=posterior.interval_columns()
         )
         paths = write_prediction_files(table, out, stem)
+        if args.nwb:
+            from dgp_pyro.data.nwb import write_nwb_2d
+            from dgp_pyro.data.video import video_info
+
+            paths.append(
+                write_nwb_2d(out / f"{stem}.nwb", posterior, run_.config.keypoints, _skeleton_edges(run_),
+                             view_name=video.stem, fps=float(video_info(video)["fps"]), source_video=video,
+                             scorer=run_.scorer, overwrite=True)
+            )  # fmt: skip
         print(f"{video}: {len(posterior.mean)} frames -> {', '.join(str(p) for p in paths)}")
     return 0

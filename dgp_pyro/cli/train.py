@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dgp_pyro.cli.options import parse_size
 from dgp_pyro.errors import DGPError
-from dgp_pyro.run import CONFIG, MODELS, RunConfig
+from dgp_pyro.run import CONFIG, MODELS, MODELS_3D, RunConfig
 
 #: Model name -> "module:function" of its trainer (imported only when used).
 TRAINERS: dict[str, str] = {
@@ -27,6 +27,7 @@ TRAINERS: dict[str, str] = {
     "temporal": "dgp_pyro.infer.dgp_train:train_dgp",
     "skeletal": "dgp_pyro.infer.dgp_train:train_dgp",
     "dgp": "dgp_pyro.infer.dgp_train:train_dgp",
+    **{model: "dgp_pyro.infer.dgp3d_train:train_dgp3d" for model in MODELS_3D},
 }
 
 
@@ -139,6 +140,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="extra unlabeled videos for the graphical models (besides the project's videos/)",
     )
     parser.add_argument(
+        "--calibration",
+        default=None,
+        metavar="TOML",
+        help="3D models: the cameras, an Anipose calibration.toml whose camera names are the views "
+        "(default: the project's calibration.toml; `dgp-pyro calibrate` writes one from labels)",
+    )
+    parser.add_argument(
         "--option",
         action="append",
         type=_model_option,
@@ -202,6 +210,17 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     options.update(dict(args.option or []))
     if args.videos:
         options["videos"] = [str(Path(v).expanduser().absolute()) for v in args.videos]
+    if args.calibration:
+        if config.model not in MODELS_3D:
+            raise DGPError(
+                f"--calibration is for the 3D models, not {config.model!r}",
+                args.calibration,
+                hint=f"train one of {', '.join(MODELS_3D)}",
+            )
+        calibration = Path(args.calibration).expanduser().absolute()
+        if not calibration.is_file():
+            raise DGPError("calibration file not found", calibration)
+        options["calibration"] = str(calibration)
     config.model_options = options
     return config
 

@@ -185,13 +185,19 @@ def image_posteriors(
     A labeled image that was extracted from one of the project's videos (DeepLabCut naming,
     :func:`~dgp_pyro.data.windows.video_frame_of_image`) gets the posterior of its frame given
     ``context`` frames on each side, so the temporal potential is used at test time as in the
-    product; an image without a video gets the single-frame posterior (skeleton only).
+    product; an image without a video gets the single-frame posterior (skeleton only). A 3D run
+    gives the reprojection of its 3D posterior (:func:`~dgp_pyro.infer.posterior3d.image_posteriors3d`).
     """
     from dgp_pyro.data.dataset import image_size
     from dgp_pyro.data.video import video_info
     from dgp_pyro.data.windows import video_frame_of_image
+    from dgp_pyro.run import MODELS_3D
 
     network = run.network() if network is None else network
+    if run.config.model in MODELS_3D:
+        from dgp_pyro.infer.posterior3d import image_posteriors3d
+
+        return image_posteriors3d(run, image_keys, levels, network, context)
     model = PosteriorModel.from_run(run)
     videos = run.project().videos()
     single = predict_images(network, image_paths, run.size)

@@ -1,0 +1,277 @@
+"""3D accuracy of multi-view Deep Graph Pose against per-view supervised networks plus triangulation.
+
+On a synthetic 3-camera project with 20 labeled frames (the bundled ``data/synthetic-mouse``,
+600 frames, or ``--project``), two runs with the same network (``--backbone``), size, labels
+and step budget are trained: ``supervised`` (labeled images of every view only) and ``dgp3d``.
+Every frame of the session is then scored against the ground truth ``points_3d`` that
+training never saw (world millimetres):
+
+- **(a) supervised + DLT**: the supervised network's soft-argmax in every view, triangulated by
+  confidence-weighted DLT (:meth:`~dgp_pyro.data.cameras.CameraGroup.triangulate`, weights =
+  heatmap peak probabilities);
+- **(b) supervised + smoothed DLT**: (a) smoothed in time by the exact Gaussian chain smoother
+  of a local-level model per keypoint (a random walk seen with white noise), its two
+  variances chosen per keypoint by maximum marginal likelihood on a grid (type-II ML, a
+  Kalman smoother with fitted noise); each frame's precision is scaled by its second most
+  confident view's peak / 0.5 (at most 1), so unsure triangulations lean on their neighbours;
+- **(c) dgp3d**: the whole-session posterior of the dgp3d run
+  (:class:`~dgp_pyro.infer.posterior3d.PosteriorModel3D`, as in
+  :func:`~dgp_pyro.infer.posterior3d.session_posterior3d`).
+
+Also reported: ``supervised_robust`` (the supervised network through dgp3d's robust,
+linearised triangulation without potentials: what the 3D inference alone gives) and
+``dgp3d_network_dlt`` (the dgp3d run's network with plain DLT: what its training alone gives),
+the ratios
+``c/a`` and ``c/b`` of the 3D RMSE, the RMSE over the points hidden in at least one view
+(occluded or out of the frame, from ``visible``) and its ratios, the coverage of the 50/90/95 %
+3D intervals (dgp3d and (b)) and of dgp3d's reprojected 2D intervals against the true 2D
+points, the mean posterior standard deviation, and the seconds of each stage. ``--bones``
+also trains ``dgp3d_bones`` with the same budget. CPU, one torch thread by default (on a
+shared 2-core machine two threads fighting other processes are many times slower).
+
+``--quick``: 200 steps (default 1500).
+
+    python benchmarks/bench_dgp3d_accuracy.py [--quick] [--steps N] [--bones]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NAME = "dgp3d_accuracy"
+
+
+def _size(text: str) -> list[int]:
+    w, h = (int(v) for v in text.lower().split("x"))
+    return [w, h]
+
+
+def rmse(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float | None:
+    d2 = np.sum((pred - truth) ** 2, axis=-1)
+    ok = np.isfinite(d2) if mask is None else np.isfinite(d2) & mask
+    return float(np.sqrt(d2[ok].mean())) if ok.any() else None
+
+
+def smoothed_triangulation(points: np.ndarray, weight: np.ndarray, levels=(0.5, 0.9, 0.95)) -> dict:
+    """Baseline (b): per keypoint, a random walk seen with white noise, variances by type-II ML.
+
+    ``points (T, J, 3)`` triangulated (NaN: missing), ``weight (T, J)`` in [0, 1] scales each
+    frame's observation precision. For every keypoint the temporal weight ``q`` and the noise
+    precision ``r`` (both 1/mm^2) are the grid point of highest marginal likelihood
+    ``log p(y | q, r)`` (exact, from the chain smoother's mean and log-determinants); the
+    posterior at that point gives the mean and the intervals.
+    """
+    from dgp_pyro.infer.gaussian_chain import smooth_keypoints
+
+    T, J, _ = points.shape
+    finite = np.isfinite(points).all(-1)
+    w = np.where(finite, weight, 0.0).T  # (J, T)
+    y = torch.as_tensor(np.where(finite[..., None], points, 0.0).transpose(1, 0, 2))  # (J, T, 3)
+    qs = np.logspace(-2.5, 1.0, 8)
+    rs = np.logspace(-3.0, 2.0, 11)
+    eye = torch.eye(3, dtype=torch.float64)
+    best = np.full(J, -np.inf)
+    choice = np.zeros((J, 2))
+    zeros = torch.zeros(J, T, 1, 3, dtype=torch.float64)
+    for q in qs:
+        temporal = torch.full((J, 1), q, dtype=torch.float64)
+        prior = smooth_keypoints(zeros, zeros[..., None].expand(J, T, 1, 3, 3), temporal, [], 0.0, levels=())
+        for r in rs:
+            precision = torch.as_tensor(r * w)[:, :, None, None, None] * eye  # (J, T, 1, 3, 3)
+            out = smooth_keypoints(y[:, :, None], precision, temporal, [], 0.0, levels=())
+            info = (precision[:, :, 0] @ y[..., None])[..., 0]  # (J, T, 3)
+            observed = w > 0
+            log_r = np.where(observed, np.log(np.where(observed, r * w, 1.0)), 0.0).sum(-1)
+            evidence = (
+                -0.5 * (info * y).sum((-2, -1)).numpy()
+                + 0.5 * (info * out["mean"][:, :, 0]).sum((-2, -1)).numpy()
+                + 1.5 * log_r
+                + 0.5 * prior["log_det"].numpy()
+                - 0.5 * out["log_det"].numpy()
+            )
+            better = evidence > best
+            best = np.where(better, evidence, best)
+            choice[better] = (q, r)
+    precision = torch.as_tensor(choice[:, 1, None] * w)[:, :, None, None, None] * eye
+    out = smooth_keypoints(
+        y[:, :, None], precision, torch.as_tensor(choice[:, :1]), [], 0.0, levels=tuple(levels)
+    )
+
+    def back(x: torch.Tensor) -> np.ndarray:
+        return x[:, :, 0].numpy().transpose(1, 0, 2)  # (J, T, 1, 3) -> (T, J, 3)
+
+    return {
+        "mean": back(out["mean"]),
+        "lower": {lv: back(v) for lv, v in out["lower"].items()},
+        "upper": {lv: back(v) for lv, v in out["upper"].items()},
+        "temporal_weight": choice[:, 0],
+        "noise_precision": choice[:, 1],
+    }
+
+
+def coverage(lower: dict, upper: dict, truth: np.ndarray) -> dict[str, float]:
+    finite = np.isfinite(truth)
+    return {
+        f"{level * 100:g}": float(((truth >= lower[level]) & (truth <= upper[level]))[finite].mean())
+        for level in sorted(lower)
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, default=None, help="default: the bundled synthetic-mouse")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--size", type=_size, default=None, help="training size WxH (default: the frames')")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--bones", action="store_true", help="also train dgp3d_bones")
+    parser.add_argument("--quick", action="store_true", help="a short budget (200 steps)")
+    parser.add_argument("--work", type=Path, default=None, help="keep the runs here (default: a temp folder)")
+    parser.add_argument("--out", type=Path, default=RESULTS / f"{NAME}.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps = 200
+    torch.set_num_threads(args.threads)
+
+    from dgp_pyro.data.cameras import CameraGroup
+    from dgp_pyro.infer.dgp3d_train import session_videos, train_dgp3d
+    from dgp_pyro.infer.posterior3d import PosteriorModel3D
+    from dgp_pyro.infer.predict import predict_video
+    from dgp_pyro.infer.supervised import train_supervised
+    from dgp_pyro.paths import BUNDLED_PROJECT
+    from dgp_pyro.run import RunConfig
+
+    project = (args.project or BUNDLED_PROJECT).absolute()
+    truth_file = np.load(project / "ground_truth.npz")
+    truth = truth_file["points_3d"]  # (T, J, 3)
+    visible = truth_file["visible"]  # (T, V, J)
+    truth_2d = truth_file["points_2d"]  # (T, V, J, 2)
+    hidden = ~visible.all(1)  # (T, J): hidden in at least one view
+    group = CameraGroup.from_toml(project / "calibration.toml")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+
+        def config(model: str, **options) -> RunConfig:
+            return RunConfig(
+                project=str(project),
+                model=model,
+                backbone=args.backbone,
+                size=args.size,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                seed=args.seed,
+                holdout=0.0,
+                checkpoint_every=max(args.steps, 1),
+                model_options=options,
+            )
+
+        seconds: dict[str, float] = {}
+        runs = {}
+        trainers = [("supervised", train_supervised), ("dgp3d", train_dgp3d)]
+        if args.bones:
+            trainers.append(("dgp3d_bones", train_dgp3d))
+        for model, trainer in trainers:
+            start = time.perf_counter()
+            runs[model] = trainer(config(model), work / model, progress=False)
+            seconds[f"train_{model}"] = time.perf_counter() - start
+            print(f"trained {model} in {seconds[f'train_{model}']:.0f} s", file=sys.stderr)
+
+        session = session_videos(runs["supervised"].project())[0]
+        group = group.match_views(list(runs["supervised"].project().views))
+
+        # (a), (b) and the robust per-frame triangulation of the supervised network
+        start = time.perf_counter()
+        network = runs["supervised"].network()
+        views = [predict_video(network, video, runs["supervised"].size) for video in session.videos]
+        seconds["predict_supervised"] = time.perf_counter() - start
+        mean2d = np.stack([s.mean for s in views])  # (V, T, J, 2)
+        conf = np.stack([s.confidence for s in views])  # (V, T, J)
+        dlt = group.triangulate(mean2d, conf)  # (T, J, 3)
+        second = np.sort(conf, axis=0)[-2]  # second most confident view
+        start = time.perf_counter()
+        smoothed = smoothed_triangulation(dlt, np.clip(second / 0.5, 0.01, 1.0))
+        seconds["smooth_dlt"] = time.perf_counter() - start
+        frames_model = PosteriorModel3D.from_run(runs["supervised"], group)
+        robust = frames_model.posterior(
+            np.stack([s.mean for s in views], 1), np.stack([s.cov for s in views], 1), conf.transpose(1, 0, 2)
+        )
+
+        posteriors, network_dlt = {}, {}
+        for model in runs:
+            if model == "supervised":
+                continue
+            start = time.perf_counter()
+            net = runs[model].network()
+            summaries = [predict_video(net, video, runs[model].size) for video in session.videos]
+            posteriors[model] = PosteriorModel3D.from_run(runs[model], group).posterior(
+                *(np.stack([getattr(s, k) for s in summaries], 1) for k in ("mean", "cov", "confidence")),
+                frame_index=summaries[0].frame_index,
+            )
+            seconds[f"posterior_{model}"] = time.perf_counter() - start
+            network_dlt[f"{model}_network_dlt"] = group.triangulate(
+                np.stack([s.mean for s in summaries]), np.stack([s.confidence for s in summaries])
+            )
+
+    estimates = {
+        "a_supervised_dlt": dlt,
+        "b_supervised_dlt_smoothed": smoothed["mean"],
+        "supervised_robust": robust.mean,
+    }
+    estimates.update({f"c_{m}" if m == "dgp3d" else m: p.mean for m, p in posteriors.items()})
+    estimates.update(network_dlt)
+    result: dict = {
+        "name": NAME,
+        "project": project.name,
+        "frames": int(truth.shape[0]),
+        "views": int(visible.shape[1]),
+        "keypoints": int(truth.shape[1]),
+        "labeled_frames": int(len(truth_file["labeled_frames"])),
+        "backbone": args.backbone,
+        "size": list(runs["dgp3d"].size),
+        "steps": args.steps,
+        "quick": bool(args.quick),
+        "rmse_mm": {k: rmse(v, truth) for k, v in estimates.items()},
+        "rmse_hidden_mm": {k: rmse(v, truth, hidden) for k, v in estimates.items()},
+        "n_points": int(np.isfinite(truth).all(-1).sum()),
+        "n_hidden": int(hidden.sum()),
+        "n_missing_dlt": int((~np.isfinite(dlt).all(-1)).sum()),
+    }
+    a, b, c = (result["rmse_mm"][k] for k in ("a_supervised_dlt", "b_supervised_dlt_smoothed", "c_dgp3d"))
+    result["ratio_c_over_a"] = c / a if a else None
+    result["ratio_c_over_b"] = c / b if b else None
+    ha, hb, hc = (
+        result["rmse_hidden_mm"][k] for k in ("a_supervised_dlt", "b_supervised_dlt_smoothed", "c_dgp3d")
+    )
+    result["hidden_ratio_c_over_a"] = hc / ha if ha else None
+    result["hidden_ratio_c_over_b"] = hc / hb if hb else None
+    result["coverage_3d"] = {m: coverage(p.lower, p.upper, truth) for m, p in posteriors.items()}
+    result["coverage_3d"]["b_supervised_dlt_smoothed"] = coverage(smoothed["lower"], smoothed["upper"], truth)
+    result["coverage_2d_reprojected"] = {
+        m: coverage(p.lower_2d, p.upper_2d, truth_2d) for m, p in posteriors.items()
+    }
+    result["std_3d_mean_mm"] = {m: float(np.mean(p.std)) for m, p in posteriors.items()}
+    result["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    line = json.dumps(result)
+    print(line)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(line + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,730 @@
+"""Semi-supervised training of multi-view 3D Deep Graph Pose (:mod:`dgp_pyro.model.dgp3d`).
+
+:func:`train_dgp3d` trains the 3D variants ``dgp3d``, ``dgp3d_temporal``, ``dgp3d_skeletal``
+and ``dgp3d_bones`` into a run folder that looks and resumes exactly like every other run
+(same config, split, ``loss.csv``, checkpoints; :mod:`dgp_pyro.infer.supervised`), plus
+``elbo.csv`` with the parts of the ELBO per step.
+
+The project must be multi-view in the *folders* layout (one video per camera and session,
+``videos/<session>_<view>.mp4``) with an Anipose ``calibration.toml`` whose camera names are
+the view names (:meth:`~dgp_pyro.data.cameras.CameraGroup.match_views`); the videos of a
+session must have the same number of frames (synchronised cameras).
+
+One heatmap network is shared by all views. Its supervised part trains on every view's
+labeled images; the windows hold ``window`` synchronous frames of *every* view of a session
+(windows around each labeled frame, holding its training labels in every view, and windows
+at seeded random places), all views of all frames batched through the network at once.
+
+Schedule (``RunConfig.model_options``, defaults in :data:`DEFAULT_OPTIONS_3D`):
+
+1. warm-up on labeled images only for the first ``dgp_start`` fraction of the steps;
+2. at the switch, the temporal weights (1 / world units^2) are set from the (trimmed) mean
+   squared steps of the network's own triangulated soft-argmax trajectories over the pool's
+   windows (:func:`estimate_temporal_weights3d`); the skeletal weights were set at the start from
+   the bones of the triangulated training labels (:func:`skeleton_weights3d`: the inverse
+   mean squared bone length for ``dgp3d``; mean length and inverse variance, floored at
+   ``bone_sigma_floor`` of the length, for ``dgp3d_bones``), scaled by the strengths; and the
+   guide's precision scales start calibrated on the labeled windows
+   (:func:`calibrate_precision_scale`: the soft-argmax spread is the heatmap's width, not
+   the error of its mean, which is many times smaller for a trained network);
+3. joint phase: the negative ELBO of :func:`~dgp_pyro.model.dgp3d.dgp3d_model` under
+   :func:`~dgp_pyro.model.dgp3d.dgp3d_guide`, one gradient step per batch (network, guide
+   corrections and, with ``learn_weights``, the quadratic weights). The guide's parameters
+   have their own learning rate ``guide_lr`` (the network's ``lr`` would move a log precision
+   scale by about ``lr`` per step, far too slowly), same schedule, no weight decay.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, UInt8
+from torch import Tensor, nn
+
+from dgp_pyro.data.augment import AugmentConfig, flip_permutation, resize_frames
+from dgp_pyro.data.cameras import CameraGroup, triangulate_torch
+from dgp_pyro.data.video import VideoReader, video_info
+from dgp_pyro.data.windows import to_training_pixels, video_frame_of_image
+from dgp_pyro.errors import DGPError
+from dgp_pyro.infer.checkpoint import Checkpointer
+from dgp_pyro.infer.dgp_train import read_elbo_rows, trace_elbo, write_elbo_rows
+from dgp_pyro.infer.supervised import (
+    TrainingLog,
+    build_network_seeded,
+    make_optimizer,
+    make_scheduler,
+    prepare_training,
+    restore_training_state,
+    run_training_loop,
+    seed_everything,
+)
+from dgp_pyro.model.dgp import LabeledBatch
+from dgp_pyro.model.dgp3d import (
+    VARIANTS_3D,
+    GuideCorrection3D,
+    Model3DSettings,
+    PotentialWeights3D,
+    ViewCameras,
+    ViewWindowBatch,
+    dgp3d_guide,
+    dgp3d_model,
+    triangulation_observations,
+)
+from dgp_pyro.model.potentials import default_skeletal_weights
+from dgp_pyro.nets import normalize_images, soft_argmax
+from dgp_pyro.run import MODELS_3D, Run, RunConfig, load_run
+
+__all__ = [
+    "DEFAULT_OPTIONS_3D",
+    "MODELS_3D",
+    "SessionVideos",
+    "SyncWindowPool",
+    "build_sync_window_pool",
+    "calibrate_precision_scale",
+    "check_frame_sizes",
+    "elbo_loss3d",
+    "estimate_temporal_weights3d",
+    "mean_square_temporal_weights",
+    "load_calibration",
+    "model_settings3d",
+    "resolve_options3d",
+    "session_videos",
+    "skeleton_weights3d",
+    "train_dgp3d",
+    "triangulate_labels",
+]
+
+#: Settings of the 3D schedule (``--option NAME=VALUE``).
+DEFAULT_OPTIONS_3D: dict[str, Any] = {
+    "window": 8,  # synchronous frames per window (each frame counts V images)
+    "windows_per_step": 1,  # windows in each step's unlabeled batch
+    "random_windows": 48,  # unlabeled windows in the pool (besides those around labels)
+    "dgp_start": 0.3,  # fraction of the steps trained on labels only
+    # multiplies the data-driven temporal weights: a random walk with the measured mean squared
+    # step is too stiff for gait (oscillating paws); 0.1 measured best on the synthetic rig
+    "temporal_strength": 0.1,
+    "skeletal_strength": 1.0,  # multiplies the triangulated-label skeletal (or bone) weights
+    "bone_sigma_floor": 0.05,  # dgp3d_bones: bone-length std at least this fraction of the length
+    "label_sigma": 1.0,  # labeling noise, training pixels
+    "unlabeled_weight": 1.0,  # windows' ELBO per keypoint, frame and view, against the labeled loss
+    "robust": 5.0,  # robust view weights: k in standard deviations (0: plain confidence weighting)
+    "learn_weights": False,  # fit w_t and w_s by SVI as well
+    "guide_lr": 0.02,  # peak learning rate of the guide corrections (and learned weights)
+    "calibrate_precision": True,  # start the precision scales from the labeled windows
+    "calibration": None,  # an Anipose calibration.toml (default: the project's), --calibration
+}
+
+ELBO_LOG = "elbo.csv"
+ELBO_PARTS = ("labeled_heatmaps", "neural", "bones", "keypoints", "labels", "entropy", "loss")
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def resolve_options3d(config: RunConfig) -> dict[str, Any]:
+    """The model options with defaults filled in; unknown names or bad values raise :class:`DGPError`."""
+    unknown = sorted(set(config.model_options) - set(DEFAULT_OPTIONS_3D))
+    if unknown:
+        raise DGPError(
+            f"unknown model option(s) {', '.join(unknown)}",
+            hint=f"known options: {', '.join(DEFAULT_OPTIONS_3D)}",
+        )
+    options = {**DEFAULT_OPTIONS_3D, **config.model_options}
+    if not 0 <= float(options["dgp_start"]) < 1:
+        raise DGPError(f"dgp_start {options['dgp_start']} must lie in [0, 1)")
+    if int(options["window"]) < 2:
+        raise DGPError(f"window {options['window']} must be at least 2 frames")
+    if int(options["windows_per_step"]) < 1:
+        raise DGPError(f"windows_per_step {options['windows_per_step']} must be at least 1")
+    if float(options["guide_lr"]) <= 0:
+        raise DGPError(f"guide_lr {options['guide_lr']} must be positive")
+    if options["robust"] is not None and float(options["robust"]) < 0:
+        raise DGPError(f"robust {options['robust']} must be positive (or 0 to switch it off)")
+    return options
+
+
+def model_settings3d(config: RunConfig, options: dict[str, Any] | None = None) -> Model3DSettings:
+    """The :class:`Model3DSettings` of a run (a ``supervised`` run gives the potential-free variant)."""
+    options = {**DEFAULT_OPTIONS_3D, **(options if options is not None else config.model_options)}
+    if config.model not in VARIANTS_3D:
+        raise DGPError(
+            f"model {config.model!r} has no 3D form",
+            hint=f"3D models: {', '.join(m for m in VARIANTS_3D)}",
+        )
+    index = {name: k for k, name in enumerate(config.keypoints)}
+    robust = options.get("robust")
+    return Model3DSettings(
+        variant=config.model,
+        stride=int(config.stride),
+        heatmap_sigma=float(config.sigma if config.sigma is not None else config.stride),
+        edges=[(index[a], index[b]) for a, b in config.skeleton],
+        label_sigma=float(options["label_sigma"]),
+        unlabeled_weight=float(options["unlabeled_weight"]),
+        robust=float(robust) if robust else None,
+    )
+
+
+# --------------------------------------------------------------------------- calibration and videos
+
+
+def load_calibration(project, path: str | Path | None = None) -> CameraGroup:
+    """The calibration at ``path`` (default: the project's), cameras in the project's view order.
+
+    Raises:
+        DGPError: no ``calibration.toml``, a single-view project, the suffix (mirror) layout,
+            or cameras that do not match the views (fewer cameras, other names).
+    """
+    if len(project.views) < 2:
+        raise DGPError(
+            f"3D models need at least 2 views; the project has {len(project.views)}",
+            project.root,
+            hint="name the views with --views, or set multiview: {views: [...]} in config.yaml",
+        )
+    if project.view_layout != "folders":
+        raise DGPError(
+            f"3D models need one video per camera (the folders layout), not the {project.view_layout} layout",
+            project.root,
+            hint="store each view as videos/<session>_<view>.mp4 with labeled-data/<session>_<view>/",
+        )
+    if path is not None:
+        if not Path(path).is_file():
+            raise DGPError("calibration file not found", path)
+        return CameraGroup.from_toml(path).match_views(list(project.views))
+    if project.calibration is None:
+        raise DGPError(
+            "the project has no calibration.toml",
+            project.root / "calibration.toml",
+            hint="add an Anipose calibration (camera names = view names), pass --calibration FILE, "
+            "or run `dgp-pyro calibrate`",
+        )
+    return CameraGroup.from_toml(project.calibration).match_views(list(project.views))
+
+
+@dataclass
+class SessionVideos:
+    """One session's synchronous videos: ``videos[v]`` per view, their frame count and sizes."""
+
+    name: str
+    videos: list[Path]
+    n_frames: int
+    frame_sizes: list[tuple[int, int]]
+
+
+def session_videos(project) -> list[SessionVideos]:
+    """Every session with a video for every view, checked to have equally long videos.
+
+    Raises:
+        DGPError: a session lacking a view's video, videos of different lengths in one session
+            (naming the session and each view's length), or no session at all.
+    """
+    sessions = []
+    for name in sorted(project.sessions):
+        by_view = project.sessions[name]
+        missing = [v for v in project.views if v not in by_view]
+        if missing:
+            raise DGPError(
+                f"session {name!r} has no video for view(s) {', '.join(missing)}",
+                project.root / "videos",
+                hint="each session needs one video per view, named <session>_<view>.mp4",
+            )
+        videos = [Path(by_view[v]) for v in project.views]
+        infos = [video_info(p) for p in videos]
+        lengths = [int(i["n_frames"]) for i in infos]
+        if len(set(lengths)) > 1:
+            detail = ", ".join(f"{v} {n} frames" for v, n in zip(project.views, lengths, strict=True))
+            raise DGPError(
+                f"the videos of session {name!r} have different lengths ({detail})",
+                videos[int(np.argmin(lengths))],
+                hint="the cameras must be synchronised: trim the videos to the same frames",
+            )
+        sizes = [(int(i["width"]), int(i["height"])) for i in infos]
+        sessions.append(SessionVideos(name, videos, lengths[0], sizes))
+    if not sessions:
+        raise DGPError(
+            "the project has no session with a video for every view",
+            project.root / "videos",
+            hint="add videos/<session>_<view>.mp4 for every view",
+        )
+    sizes = sessions[0].frame_sizes
+    for session in sessions[1:]:
+        if session.frame_sizes != sizes:
+            raise DGPError(
+                f"session {session.name!r} has frame sizes {session.frame_sizes}, "
+                f"session {sessions[0].name!r} {sizes}",
+                project.root / "videos",
+                hint="every session of a view must have the frame size of the calibration",
+            )
+    return sessions
+
+
+def check_frame_sizes(group: CameraGroup, sessions: list[SessionVideos]) -> None:
+    """Raise :class:`DGPError` where a view's videos are not the size its camera was calibrated at."""
+    for session in sessions:
+        for camera, video, size in zip(group.cameras, session.videos, session.frame_sizes, strict=True):
+            if tuple(camera.size) != tuple(size):
+                raise DGPError(
+                    f"video {video.name} is {size[0]}x{size[1]} but camera {camera.name!r} was calibrated "
+                    f"at {camera.size[0]}x{camera.size[1]}",
+                    video,
+                    hint="use the videos the calibration was made for (same resolution and crop)",
+                )
+
+
+def triangulate_labels(project, group: CameraGroup, frames: np.ndarray | None = None) -> np.ndarray:
+    """Triangulated labels ``(N, J, 3)`` of labeled frames (NaN where fewer than 2 views are labeled)."""
+    labels = project.labels if frames is None else project.labels[np.asarray(frames, dtype=np.int64)]
+    if labels.shape[0] == 0:
+        return np.zeros((0, labels.shape[2], 3))
+    return group.triangulate(np.moveaxis(labels, 1, 0))
+
+
+def skeleton_weights3d(
+    points_3d: Float[np.ndarray, "n keypoints 3"],
+    edges: list[tuple[int, int]],
+    variant: str,
+    strength: float,
+    sigma_floor: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(weights (E,), bone lengths (E,))`` from triangulated labels.
+
+    ``dgp3d`` and ``dgp3d_skeletal``: :func:`~dgp_pyro.model.potentials.default_skeletal_weights`
+    (``strength`` over the mean squared bone vector). ``dgp3d_bones``: the mean length
+    :math:`L_b` and ``strength`` over the variance of the length, the standard deviation
+    floored at ``sigma_floor`` :math:`L_b`; a bone never triangulated gets weight 0.
+    """
+    E = len(edges)
+    if E == 0:
+        return np.zeros(0), np.zeros(0)
+    if variant != "dgp3d_bones":
+        return default_skeletal_weights(points_3d, edges, strength), np.zeros(E)
+    lengths = np.full(E, np.nan)
+    weights = np.zeros(E)
+    for k, (i, j) in enumerate(edges):
+        values = np.linalg.norm(points_3d[:, i] - points_3d[:, j], axis=-1)
+        values = values[np.isfinite(values)]
+        if values.size:
+            lengths[k] = float(np.mean(values))
+            variance = float(np.var(values)) if values.size > 1 else 0.0
+            weights[k] = strength / max(variance, (sigma_floor * lengths[k]) ** 2, 1e-12)
+    return weights, np.nan_to_num(lengths, nan=0.0)
+
+
+# --------------------------------------------------------------------------- synchronous windows
+
+
+@dataclass
+class SyncWindowPool:
+    """Decoded windows of synchronous frames of every view, at training size.
+
+    Attributes:
+        frames: ``(P, T, V, H, W, 3)`` uint8.
+        labels: ``(P, T, V, J, 2)`` training labels in training pixels, NaN where missing.
+        sources: ``P`` (session, first frame) pairs.
+    """
+
+    frames: UInt8[Tensor, "pool time views height width 3"]
+    labels: Float[Tensor, "pool time views keypoints 2"]
+    sources: list[tuple[str, int]]
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def mask(self) -> Bool[Tensor, "pool time views keypoints"]:
+        return torch.isfinite(self.labels).all(-1)
+
+    def sample(self, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """``count`` windows drawn uniformly with replacement: frames, labels, mask."""
+        index = torch.randint(len(self), (count,), generator=generator)
+        return self.frames[index], self.labels[index], self.mask[index]
+
+
+def build_sync_window_pool(
+    sessions: list[SessionVideos],
+    size: tuple[int, int],
+    window: int,
+    num_random: int,
+    seed: int,
+    num_keypoints: int,
+    labeled: list[tuple[str, int, int, np.ndarray]] = (),
+) -> SyncWindowPool:
+    """Choose and decode the windows of a 3D run.
+
+    Args:
+        sessions: the sessions (:func:`session_videos`).
+        size: training size ``(W, H)``.
+        window: frames per window.
+        num_random: random windows, spread over the sessions in proportion to their length.
+        seed: seeds the placement.
+        num_keypoints: ``J``.
+        labeled: ``(session, frame, view index, labels (J, 2) frame pixels)`` of the training
+            samples; one window is centred (with a seeded jitter) on each labeled frame and
+            holds that frame's labels in every view.
+    """
+    rng = np.random.default_rng(seed)
+    by_name = {s.name: s for s in sessions}
+    V = len(sessions[0].videos) if sessions else 0
+    grouped: dict[tuple[str, int], dict[int, np.ndarray]] = defaultdict(dict)
+    for session, frame, view, points in labeled:
+        if session in by_name and 0 <= frame < by_name[session].n_frames:
+            grouped[(session, frame)][view] = points
+    plan: list[tuple[SessionVideos, int, dict[int, dict[int, np.ndarray]]]] = []
+    for (name, frame), views in sorted(grouped.items()):
+        session = by_name[name]
+        if session.n_frames < window:
+            continue
+        start = int(np.clip(frame - rng.integers(0, window), 0, session.n_frames - window))
+        plan.append((session, start, {frame - start: views}))
+    usable = [s for s in sessions if s.n_frames >= window]
+    if usable and num_random > 0:
+        weights = np.array([s.n_frames - window + 1 for s in usable], dtype=float)
+        for c in rng.choice(len(usable), size=num_random, p=weights / weights.sum()):
+            session = usable[c]
+            plan.append((session, int(rng.integers(0, session.n_frames - window + 1)), {}))
+    W, H = int(size[0]), int(size[1])
+    frames = torch.zeros(len(plan), window, V, H, W, 3, dtype=torch.uint8)
+    labels = torch.full((len(plan), window, V, num_keypoints, 2), float("nan"), dtype=torch.float32)
+    readers: dict[Path, VideoReader] = {}
+    order = sorted(range(len(plan)), key=lambda i: (plan[i][0].name, plan[i][1]))
+    try:
+        for i in order:
+            session, start, window_labels = plan[i]
+            for v, video in enumerate(session.videos):
+                reader = readers.get(video) or readers.setdefault(video, VideoReader(video))
+                decoded = [b for b, _ in reader.iter_batches(window, start=start, stop=start + window)]
+                frames[i, :, v] = resize_frames(torch.from_numpy(np.concatenate(decoded)), (W, H))
+            for offset, views in window_labels.items():
+                for v, points in views.items():
+                    pixels = to_training_pixels(points, session.frame_sizes[v], (W, H))
+                    labels[i, offset, v] = torch.from_numpy(pixels).float()
+    finally:
+        for reader in readers.values():
+            reader.close()
+    return SyncWindowPool(frames, labels, [(plan[i][0].name, plan[i][1]) for i in range(len(plan))])
+
+
+def _training_samples(setup, sessions: list[SessionVideos]) -> list[tuple[str, int, int, np.ndarray]]:
+    """``(session, frame, view, labels in frame pixels)`` of each training sample found in a video."""
+    samples = setup.project.network_samples()
+    video_of = {video: (s.name, v) for s in sessions for v, video in enumerate(s.videos)}
+    videos = list(video_of)
+    out = []
+    for i in setup.train_index:
+        found = video_frame_of_image(samples.image_keys[i], videos)
+        if found is None:
+            continue
+        session, view = video_of[found[0]]
+        out.append((session, int(found[1]), view, samples.labels[i]))
+    return out
+
+
+# --------------------------------------------------------------------------- weights and ELBO
+
+
+def _device(network: nn.Module) -> torch.device:
+    return next(network.parameters()).device
+
+
+def mean_square_temporal_weights(
+    trajectory: Float[np.ndarray, "time keypoints 3"],
+    confidence: Float[np.ndarray, "time keypoints"],
+    strength: float = 1.0,
+    min_confidence: float = 0.5,
+    trim: float = 0.02,
+) -> np.ndarray:
+    r"""``strength`` over the per-axis mean squared step of each keypoint (largest ``trim`` dropped).
+
+    The maximum-likelihood step variance of a Gaussian random walk is the mean squared step.
+    Animal steps are heavy-tailed (a paw rests, then swings), so the median-based estimate of
+    :func:`~dgp_pyro.model.potentials.default_temporal_weights` makes the 3D prior several
+    times too stiff for fast keypoints (measured on the synthetic animal: 0.4-2.3 against the
+    true 0.15-0.3 mm^-2 for the paws), which drags fast moves. Only steps between two
+    confident frames count; the largest ``trim`` of them are dropped as detection glitches.
+    """
+    step = trajectory[1:] - trajectory[:-1]
+    squared = np.sum(step**2, axis=-1)
+    ok = (confidence[1:] >= min_confidence) & (confidence[:-1] >= min_confidence) & np.isfinite(squared)
+    dim = trajectory.shape[-1]
+    weights = np.full(trajectory.shape[1], np.nan)
+    for j in range(trajectory.shape[1]):
+        values = np.sort(squared[:, j][ok[:, j]])
+        if values.size < 5:
+            continue
+        keep = values[: max(1, int(np.ceil((1.0 - trim) * values.size)))]
+        weights[j] = strength / max(float(np.mean(keep)) / dim, 1e-2)
+    if np.isnan(weights).all():
+        return np.full(trajectory.shape[1], strength)
+    weights[np.isnan(weights)] = np.nanmedian(weights)
+    return weights
+
+
+@torch.no_grad()
+def estimate_temporal_weights3d(
+    network: nn.Module,
+    pool: SyncWindowPool,
+    cameras: ViewCameras,
+    settings: Model3DSettings,
+    strength: float,
+    batch: int = 48,
+) -> np.ndarray:
+    """Data-driven 3D :math:`w_t`: mean squared steps of the network's triangulated soft-argmax.
+
+    See :func:`mean_square_temporal_weights`. A 3D point counts as confident where its second
+    most confident view has a heatmap peak of at least 0.5 (two views see it); steps never
+    span two windows.
+    """
+    was_training = network.training
+    network.eval()
+    _, T, V = pool.frames.shape[:3]
+    per_chunk = max(1, batch // (T * V))
+    trajectories, confidences = [], []
+    for start in range(0, len(pool), per_chunk):
+        frames = pool.frames[start : start + per_chunk]
+        w = frames.shape[0]
+        logits = network(normalize_images(frames.flatten(0, 2).to(_device(network))))
+        summary = soft_argmax(logits.float(), settings.stride)
+        shape = (w, T, V, logits.shape[1])
+        obs = triangulation_observations(
+            cameras,
+            summary.mean.reshape(*shape, 2),
+            summary.cov.reshape(*shape, 2, 2),
+            summary.confidence.reshape(shape),
+            robust=settings.robust,
+            iterations=settings.gauss_newton,
+        )
+        points = obs.point.cpu().numpy()  # (w, T, J, 3)
+        conf = summary.confidence.reshape(shape).double().sort(dim=2, descending=True).values[:, :, 1]
+        conf = conf.cpu().numpy()
+        pad = np.full((w, 1) + points.shape[2:], np.nan)
+        trajectories.append(np.concatenate([points, pad], axis=1).reshape(-1, *points.shape[2:]))
+        confidences.append(
+            np.concatenate([conf, np.zeros((w, 1, conf.shape[-1]))], axis=1).reshape(-1, conf.shape[-1])
+        )
+    network.train(was_training)
+    return mean_square_temporal_weights(np.concatenate(trajectories), np.concatenate(confidences), strength)
+
+
+@torch.no_grad()
+def calibrate_precision_scale(
+    network: nn.Module,
+    pool: SyncWindowPool,
+    cameras: ViewCameras,
+    settings: Model3DSettings,
+    bounds: tuple[float, float] = (0.1, 1e4),
+) -> np.ndarray:
+    r"""Per-keypoint precision scales that calibrate the 3D pseudo-observations on the labeled frames.
+
+    The Gaussian form's :math:`\Sigma_v` is the heatmap's spatial spread, not the error of its
+    mean, so the pseudo-observation precision :math:`P` is off by a factor. On the pool's
+    frames labeled in at least two views, the triangulated label :math:`Y` and the heatmaps'
+    pseudo-observation :math:`(m, P)` give :math:`s_j = 3 / \overline{(m - Y)^\top P (m - Y)}`
+    (a calibrated 3D Gaussian has a mean squared Mahalanobis distance of 3), clipped to
+    ``bounds``; SVI refines it. Keypoints with fewer than 3 such frames get the median scale
+    (1 when there is none). The labels are training labels, so the scale errs on the confident
+    side.
+    """
+    was_training = network.training
+    network.eval()
+    mask = pool.mask  # (P, T, V, J)
+    rows = (mask.sum(2) >= 2).any(-1).nonzero()  # (n, 2): (window, frame) with a 2-view label
+    J = mask.shape[-1]
+    sums, counts = np.zeros(J), np.zeros(J)
+    for start in range(0, len(rows), 16):
+        p, t = rows[start : start + 16].unbind(-1)
+        frames = pool.frames[p, t]  # (n, V, H, W, 3)
+        n, V = frames.shape[:2]
+        logits = network(normalize_images(frames.flatten(0, 1).to(_device(network))))
+        summary = soft_argmax(logits.float(), settings.stride)
+        shape = (n, V, J)
+        obs = triangulation_observations(
+            cameras,
+            summary.mean.reshape(*shape, 2),
+            summary.cov.reshape(*shape, 2, 2),
+            summary.confidence.reshape(shape),
+            robust=settings.robust,
+            iterations=settings.gauss_newton,
+        )
+        labels = pool.labels[p, t].to(torch.float64)  # (n, V, J, 2)
+        weight = (mask[p, t]).to(torch.float64).movedim(1, 0)  # (V, n, J)
+        truth = triangulate_torch(
+            labels.movedim(1, 0).to(obs.mean.device),
+            confidence=weight.to(obs.mean.device),
+            **cameras.params(),
+        )  # (n, J, 3)
+        error = obs.mean - truth
+        d2 = torch.einsum("nji,njik,njk->nj", error, obs.precision, error)
+        ok = torch.isfinite(d2) & obs.observed
+        sums += torch.where(ok, d2, torch.zeros_like(d2)).sum(0).cpu().numpy()
+        counts += ok.sum(0).cpu().numpy()
+    network.train(was_training)
+    scale = np.full(J, np.nan)
+    enough = counts >= 3
+    scale[enough] = 3.0 * counts[enough] / np.maximum(sums[enough], 1e-12)
+    fill = float(np.nanmedian(scale)) if enough.any() else 1.0
+    return np.clip(np.where(np.isnan(scale), fill, scale), *bounds)
+
+
+def elbo_loss3d(*args: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """Negative ELBO of :func:`dgp3d_model` under :func:`dgp3d_guide` and its parts (one sample)."""
+    return trace_elbo(dgp3d_model, dgp3d_guide, *args)
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+def train_dgp3d(
+    config: RunConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> Run:
+    """Train a 3D variant (one of :data:`MODELS_3D`) into ``out_dir``.
+
+    ``on_step(step, loss)`` is called after every step (tests, monitoring).
+
+    Raises:
+        DGPError: besides :func:`~dgp_pyro.infer.supervised.prepare_training`'s checks, a
+            project that is not multi-view with one video per camera, a missing or mismatched
+            calibration, videos of different lengths in a session, no window of video.
+    """
+    if config.model not in MODELS_3D:
+        raise DGPError(f"train_dgp3d trains {', '.join(MODELS_3D)}, not {config.model!r}")
+    options = resolve_options3d(config)
+    config.model_options = options
+    setup = prepare_training(config, out_dir, resume)
+    config, device = setup.config, setup.device
+    project = setup.project
+    group = load_calibration(project, options["calibration"])
+    sessions = session_videos(project)
+    check_frame_sizes(group, sessions)
+    settings = model_settings3d(config, options)
+    size = tuple(config.size)
+    cameras = ViewCameras.from_group(group, sessions[0].frame_sizes, size, device=device)
+
+    generator = seed_everything(config.seed)
+    network = build_network_seeded(config).to(device)
+    keypoints = len(config.keypoints)
+    samples = project.network_samples()
+    train_frames = np.unique(samples.frame_index[setup.train_index])
+    group.check_geometry()  # before triangulating: coinciding camera centres
+    labels_3d = triangulate_labels(project, group, train_frames)
+    group.check_geometry(labels_3d)  # centres on a line with the animal: depth unobservable
+    skeletal, lengths = skeleton_weights3d(
+        labels_3d,
+        settings.edges,
+        config.model,
+        float(options["skeletal_strength"]),
+        float(options["bone_sigma_floor"]),
+    )
+    learn = bool(options["learn_weights"]) and not settings.bones
+    weights = PotentialWeights3D(
+        torch.ones(keypoints), torch.as_tensor(skeletal), torch.as_tensor(lengths), learn=learn
+    )
+    correction = GuideCorrection3D(keypoints)
+    weights.to(device)
+    correction.to(device)
+    guide_parameters = list(correction.parameters()) + list(weights.parameters())
+    parameters = list(network.parameters()) + guide_parameters
+    optimizer = make_optimizer(
+        [
+            {"params": list(network.parameters())},
+            {"params": guide_parameters, "lr": float(options["guide_lr"]), "weight_decay": 0.0},
+        ],
+        config,
+    )
+    scheduler = make_scheduler(optimizer, config)
+    checkpointer = Checkpointer(setup.run_dir / "checkpoints", keep=config.keep_checkpoints)
+
+    pool = build_sync_window_pool(
+        sessions,
+        size,
+        int(options["window"]),
+        int(options["random_windows"]),
+        config.seed,
+        keypoints,
+        labeled=_training_samples(setup, sessions),
+    )
+    if len(pool) == 0:
+        raise DGPError(
+            f"model {config.model!r} needs video: no session has {options['window']} frames",
+            project.root / "videos",
+            hint="use a shorter window (--option window=N)",
+        )
+    dgp_start = int(math.floor(float(options["dgp_start"]) * config.steps))
+    temporal_ready = False
+
+    step, seconds_before = 0, 0.0
+    log = TrainingLog(setup.run_dir / "loss.csv")
+    elbo_rows: list[dict[str, float]] = []
+    if resume:
+        state = restore_training_state(checkpointer.last, network, optimizer, scheduler, config, generator)
+        step, seconds_before = int(state["step"]), float(state.get("seconds", 0.0))
+        weights.load_state_dict(state["potential_weights"])
+        correction.load_state_dict(state["guide_correction"])
+        temporal_ready = bool(state["temporal_ready"])
+        log = TrainingLog.resume(log.path, step)
+        elbo_rows = [row for row in read_elbo_rows(setup.run_dir / ELBO_LOG) if row["step"] <= step]
+
+    augment = AugmentConfig.from_dict(config.augment)
+    flip_perm = flip_permutation(config.keypoints, augment.flip_pairs) if augment.flip > 0 else None
+
+    def compute_loss(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        nonlocal temporal_ready
+        use_windows = settings.uses_windows and step >= dgp_start
+        if use_windows and not temporal_ready:
+            if settings.temporal:
+                strength = float(options["temporal_strength"])
+                temporal = estimate_temporal_weights3d(network, pool, cameras, settings, strength)
+                with torch.no_grad():
+                    weights.log_temporal.copy_(torch.as_tensor(temporal).log())
+            if options["calibrate_precision"]:
+                scale = calibrate_precision_scale(network, pool, cameras, settings)
+                with torch.no_grad():
+                    correction.log_precision_scale.copy_(torch.as_tensor(scale).log())
+            temporal_ready = True
+        images, points = setup.dataset.sample_batch(config.batch_size, generator, augment, flip_perm)
+        batch = [images]
+        if use_windows:
+            frames, window_labels, window_mask = pool.sample(int(options["windows_per_step"]), generator)
+            batch.append(frames.flatten(0, 2))  # every view of every frame of the windows
+        # One forward pass for the labeled images of every view and the windows' frames together.
+        logits = network(normalize_images(torch.cat(batch).to(device)))
+        labeled_logits, window_logits = logits[: len(images)], logits[len(images) :]
+        points = points.to(device)
+        labeled = LabeledBatch(labeled_logits, points, torch.isfinite(points).all(-1))
+        windows = None
+        if use_windows:
+            w, t, v = window_mask.shape[:3]
+            windows = ViewWindowBatch(
+                window_logits.reshape(w, t, v, *window_logits.shape[1:]),
+                window_labels.to(device),
+                window_mask.to(device),
+            )
+        return elbo_loss3d(network, settings, weights, correction, cameras, labeled, windows)
+
+    def extra_state() -> dict[str, Any]:
+        return {
+            "potential_weights": weights.state_dict(),
+            "guide_correction": correction.state_dict(),
+            "temporal_ready": temporal_ready,
+            "frame_sizes": [list(size) for size in sessions[0].frame_sizes],
+        }
+
+    def log_parts(step: int, parts: dict[str, float]) -> None:
+        elbo_rows.append({"step": step, **{k: parts.get(k, 0.0) for k in ELBO_PARTS}})
+
+    run_training_loop(
+        setup, network, parameters, optimizer, scheduler, generator, checkpointer, log, step,
+        seconds_before, compute_loss, extra_state=extra_state,
+        on_save=lambda: write_elbo_rows(setup.run_dir / ELBO_LOG, elbo_rows, ELBO_PARTS), on_parts=log_parts,
+        progress=progress, on_step=on_step,
+    )  # fmt: skip
+    return load_run(setup.run_dir)

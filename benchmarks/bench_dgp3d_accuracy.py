@@ -1,8 +1,10 @@
 """3D accuracy of multi-view Deep Graph Pose against per-view supervised networks plus triangulation.
 
-On a synthetic 3-camera project with 20 labeled frames (the bundled ``data/synthetic-mouse``,
-600 frames, or ``--project``), two runs with the same network (``--backbone``), size, labels
-and step budget are trained: ``supervised`` (labeled images of every view only) and ``dgp3d``.
+On a synthetic 3-camera project with 20 labeled training frames (the bundled
+``data/synthetic-mouse``'s scene, 600 frames, rendered with 4 more labeled frames that are held
+out of training to recalibrate the posterior variances, ``--calibration-labels``; or
+``--project``), two runs with the same network (``--backbone``), size, labels and step budget
+are trained: ``supervised`` (labeled images of every view only) and ``dgp3d``.
 Every frame of the session is then scored against the ground truth ``points_3d`` that
 training never saw (world millimetres):
 
@@ -128,7 +130,19 @@ def coverage(lower: dict, upper: dict, truth: np.ndarray) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--project", type=Path, default=None, help="default: the bundled synthetic-mouse")
+    parser.add_argument(
+        "--project",
+        type=Path,
+        default=None,
+        help="default: a synthetic 3-camera project like the bundled one (600 frames, seed 0) with "
+        "20 + --calibration-labels labeled frames",
+    )
+    parser.add_argument(
+        "--calibration-labels",
+        type=int,
+        default=4,
+        help="labeled frames held out of training to recalibrate the posterior variances (default 4)",
+    )
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--size", type=_size, default=None, help="training size WxH (default: the frames')")
@@ -146,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
 
     from dgp_pyro.data.cameras import CameraGroup
+    from dgp_pyro.data.synthetic import write_synthetic_project
     from dgp_pyro.infer.dgp3d_train import session_videos, train_dgp3d
     from dgp_pyro.infer.posterior3d import PosteriorModel3D
     from dgp_pyro.infer.predict import predict_video
@@ -153,7 +168,17 @@ def main(argv: list[str] | None = None) -> dict:
     from dgp_pyro.paths import BUNDLED_PROJECT
     from dgp_pyro.run import RunConfig
 
-    project = (args.project or BUNDLED_PROJECT).absolute()
+    if args.project is not None:
+        project = args.project.absolute()
+    elif args.calibration_labels == 0:
+        project = BUNDLED_PROJECT
+    else:
+        cache = (args.work or RESULTS) / f"project_3d_{20 + args.calibration_labels}labels"
+        if not (cache / "ground_truth.npz").is_file():
+            write_synthetic_project(cache, views=3, frames=600, labeled=20 + args.calibration_labels, seed=0)
+        project = cache.absolute()
+    labeled = int(len(np.load(project / "ground_truth.npz")["labeled_frames"]))
+    holdout = min(args.calibration_labels, labeled - 1) / labeled
     truth_file = np.load(project / "ground_truth.npz")
     truth = truth_file["points_3d"]  # (T, J, 3)
     visible = truth_file["visible"]  # (T, V, J)
@@ -175,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
                 batch_size=args.batch_size,
                 lr=args.lr,
                 seed=args.seed,
-                holdout=0.0,
+                holdout=holdout,
                 checkpoint_every=max(args.steps, 1),
                 model_options=options,
             )
@@ -206,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
         start = time.perf_counter()
         smoothed = smoothed_triangulation(dlt, np.clip(second / 0.5, 0.01, 1.0))
         seconds["smooth_dlt"] = time.perf_counter() - start
-        frames_model = PosteriorModel3D.from_run(runs["supervised"], group)
+        frames_model = PosteriorModel3D.from_run(runs["supervised"], group, calibrated=False)
         robust = frames_model.posterior(
             np.stack([s.mean for s in views], 1), np.stack([s.cov for s in views], 1), conf.transpose(1, 0, 2)
         )
@@ -241,6 +266,12 @@ def main(argv: list[str] | None = None) -> dict:
         "views": int(visible.shape[1]),
         "keypoints": int(truth.shape[1]),
         "labeled_frames": int(len(truth_file["labeled_frames"])),
+        "calibration_labels": args.calibration_labels,
+        "variance_scale": {
+            m: json.loads((r.path / "posterior_calibration.json").read_text())["variance_scale"]
+            for m, r in runs.items()
+            if (r.path / "posterior_calibration.json").is_file()
+        },
         "backbone": args.backbone,
         "size": list(runs["dgp3d"].size),
         "steps": args.steps,

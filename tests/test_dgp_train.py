@@ -147,3 +147,36 @@ def test_posterior_beats_raw_estimate_and_is_calibrated(variant):
     coverage = interval_coverage(posterior, truth)
     assert abs(coverage["coverage_90"] - 0.9) < 0.05
     assert abs(coverage["coverage_50"] - 0.5) < 0.06
+
+
+def test_variance_scale_recovers_a_known_miscalibration():
+    from dgp_pyro.eval.calibration import coverage_curve, fit_variance_scale
+
+    rng = np.random.default_rng(0)
+    std = rng.uniform(1.0, 3.0, size=(4000, 2))
+    truth = rng.normal(0.0, 2.0 * std)  # the stated std is half the real one: c = 4
+    scale, n = fit_variance_scale(np.zeros_like(truth), std, truth)
+    assert n == truth.size and 3.6 < scale < 4.4
+    _, coverage, _ = coverage_curve((np.zeros_like(truth), std * np.sqrt(scale)), truth, (0.5, 0.9, 0.95))
+    np.testing.assert_allclose(coverage, (0.5, 0.9, 0.95), atol=0.02)
+    assert fit_variance_scale(np.zeros(2), np.ones(2), np.full(2, np.nan)) == (1.0, 0)
+
+
+def test_training_with_held_out_labels_recalibrates_the_posterior(dgp_run):
+    from dgp_pyro.eval.arviz_export import held_out_images
+    from dgp_pyro.infer.posterior import POSTERIOR_CALIBRATION, image_posteriors
+    from dgp_pyro.run import load_run
+
+    info = json.loads((dgp_run / POSTERIOR_CALIBRATION).read_text())
+    assert info["variance_scale"] > 0 and info["n_coordinates"] > 0
+    run = load_run(dgp_run)
+    held = held_out_images(run)
+    raw = image_posteriors(run, held.paths, held.keys, calibrated=False)
+    fitted = image_posteriors(run, held.paths, held.keys)
+    np.testing.assert_array_equal(fitted.mean, raw.mean)  # only the spread changes
+    np.testing.assert_allclose(fitted.cov, raw.cov * info["variance_scale"], rtol=1e-12)
+    wide = raw.mean + (raw.upper[0.9] - raw.mean) * np.sqrt(info["variance_scale"])
+    np.testing.assert_allclose(fitted.upper[0.9], wide, rtol=1e-12)
+    # what the fit promised on those labels is what the calibrated posterior gives
+    coverage = interval_coverage(fitted, held.labels)
+    assert coverage["coverage_90"] == pytest.approx(info["coverage_after"][1])

@@ -83,8 +83,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _fresh(path: Path, run) -> bool:
-    last = run.last_checkpoint
-    return path.is_file() and (not last.is_file() or path.stat().st_mtime >= last.stat().st_mtime)
+    """A cached table newer than the run's last checkpoint and its posterior calibration."""
+    from dgp_pyro.infer.posterior import POSTERIOR_CALIBRATION
+
+    if not path.is_file():
+        return False
+    inputs = [run.last_checkpoint, run.path / POSTERIOR_CALIBRATION]
+    return all(not p.is_file() or path.stat().st_mtime >= p.stat().st_mtime for p in inputs)
 
 
 def _cached_table(path: Path, run, keypoints: list[str], use_cache: bool):

@@ -727,4 +727,8 @@ def train_dgp3d(
         on_save=lambda: write_elbo_rows(setup.run_dir / ELBO_LOG, elbo_rows, ELBO_PARTS), on_parts=log_parts,
         progress=progress, on_step=on_step,
     )  # fmt: skip
-    return load_run(setup.run_dir)
+    run = load_run(setup.run_dir)
+    from dgp_pyro.infer.posterior import calibrate_posterior  # imports this module
+
+    calibrate_posterior(run)
+    return run

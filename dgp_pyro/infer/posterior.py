@@ -40,6 +40,18 @@ from dgp_pyro.run import Run
 
 #: Credible levels reported by default.
 DEFAULT_LEVELS = (0.5, 0.9, 0.95)
+#: The run's posterior recalibration on its held-out labels (:func:`calibrate_posterior`).
+POSTERIOR_CALIBRATION = "posterior_calibration.json"
+
+
+def variance_scale(run: Run, calibrated: bool = True) -> float:
+    """The run's fitted factor on posterior variances (1 without a calibration or if not ``calibrated``)."""
+    import json
+
+    path = run.path / POSTERIOR_CALIBRATION
+    if not calibrated or not path.is_file():
+        return 1.0
+    return float(json.loads(path.read_text())["variance_scale"])
 
 
 @dataclass
@@ -102,9 +114,12 @@ class PosteriorModel:
     weights: PotentialWeights
     correction: GuideCorrection
     size: tuple[int, int]
+    #: factor on the posterior variances, fitted on held-out labels (:func:`calibrate_posterior`)
+    variance_scale: float = 1.0
 
     @classmethod
-    def from_run(cls, run: Run) -> PosteriorModel:
+    def from_run(cls, run: Run, calibrated: bool = True) -> PosteriorModel:
+        """The run's posterior model; ``calibrated``: with its fitted variance scale, if any."""
         config = run.config
         options = {**DEFAULT_OPTIONS, **config.model_options}
         settings = model_settings(config, options)
@@ -115,7 +130,7 @@ class PosteriorModel:
         if "potential_weights" in state:
             weights.load_state_dict(state["potential_weights"])
             correction.load_state_dict(state["guide_correction"])
-        return cls(settings, weights, correction, tuple(config.size))
+        return cls(settings, weights, correction, tuple(config.size), variance_scale(run, calibrated))
 
     @torch.no_grad()
     def posterior(
@@ -141,13 +156,19 @@ class PosteriorModel:
             ridge=PRIOR_RIDGE,
         )
         scale = factor[:, None] * factor[None, :]
+        mean = smoothed["mean"].numpy()
+        widen = np.sqrt(self.variance_scale)  # intervals are mean +/- z std: widen the deviation
+
+        def bound(value: torch.Tensor) -> np.ndarray:
+            return (mean + (value.numpy() - mean) * widen + 0.5) * factor - 0.5
+
         return KeypointPosterior(
-            mean=(smoothed["mean"].numpy() + 0.5) * factor - 0.5,
-            cov=smoothed["cov"].numpy() * scale,
+            mean=(mean + 0.5) * factor - 0.5,
+            cov=smoothed["cov"].numpy() * scale * self.variance_scale,
             confidence=summaries.confidence,
             frame_index=summaries.frame_index,
-            lower={lv: (v.numpy() + 0.5) * factor - 0.5 for lv, v in smoothed["lower"].items()},
-            upper={lv: (v.numpy() + 0.5) * factor - 0.5 for lv, v in smoothed["upper"].items()},
+            lower={lv: bound(v) for lv, v in smoothed["lower"].items()},
+            upper={lv: bound(v) for lv, v in smoothed["upper"].items()},
         )
 
 
@@ -179,6 +200,7 @@ def image_posteriors(
     levels: Sequence[float] = DEFAULT_LEVELS,
     network: torch.nn.Module | None = None,
     context: int = 16,
+    calibrated: bool = True,
 ) -> KeypointPosterior:
     """Posteriors at labeled images: in their video context where it exists, else image by image.
 
@@ -197,8 +219,8 @@ def image_posteriors(
     if run.config.model in MODELS_3D:
         from dgp_pyro.infer.posterior3d import image_posteriors3d
 
-        return image_posteriors3d(run, image_keys, levels, network, context)
-    model = PosteriorModel.from_run(run)
+        return image_posteriors3d(run, image_keys, levels, network, context, calibrated)
+    model = PosteriorModel.from_run(run, calibrated)
     videos = run.project().videos()
     single = predict_images(network, image_paths, run.size)
     parts = []
@@ -225,6 +247,40 @@ def image_posteriors(
         lower={lv: np.concatenate([p.lower[lv] for p in parts]) for lv in levels},
         upper={lv: np.concatenate([p.upper[lv] for p in parts]) for lv in levels},
     )
+
+
+def calibrate_posterior(run: Run, levels: Sequence[float] = DEFAULT_LEVELS) -> dict | None:
+    """Fit the run's posterior variance scale on its held-out labels; write and return it.
+
+    Heatmap spreads are not calibrated errors: the soft-argmax covariance is the width of the
+    heatmap's bump, and a smoother treats frames as independent although a network's errors
+    persist for many frames. So after training, the posterior intervals at the held-out labeled
+    frames (in their video context, exactly as ``predict`` computes them) are matched to those
+    labels by one factor on all variances (:func:`~dgp_pyro.eval.calibration.fit_variance_scale`),
+    written to ``RUN/posterior_calibration.json`` and used by every later posterior of the run.
+    Means are unchanged. Returns ``None`` (and writes nothing) without held-out labels.
+    """
+    from dgp_pyro.atomic import atomic_write_json
+    from dgp_pyro.eval.arviz_export import held_out_images
+    from dgp_pyro.eval.calibration import coverage_curve, fit_variance_scale
+
+    held = held_out_images(run)
+    if not len(held) or not np.isfinite(held.labels).any():
+        return None
+    posterior = image_posteriors(run, held.paths, held.keys, levels, calibrated=False)
+    scale, n = fit_variance_scale(posterior.mean, posterior.std, held.labels, levels)
+    _, before, _ = coverage_curve(posterior, held.labels, levels)
+    _, after, _ = coverage_curve((posterior.mean, posterior.std * np.sqrt(scale)), held.labels, levels)
+    info = {
+        "variance_scale": scale,
+        "n_coordinates": n,
+        "n_images": len(held),
+        "levels": [float(lv) for lv in levels],
+        "coverage_before": [float(c) for c in before],
+        "coverage_after": [float(c) for c in after],
+    }
+    atomic_write_json(run.path / POSTERIOR_CALIBRATION, info)
+    return info
 
 
 def interval_coverage(posterior: KeypointPosterior, truth: Float[np.ndarray, "t k 2"]) -> dict[str, float]:

@@ -65,7 +65,7 @@ from dgp_pyro.infer.dgp3d_train import (
     session_videos,
 )
 from dgp_pyro.infer.gaussian_chain import smooth_keypoints
-from dgp_pyro.infer.posterior import DEFAULT_LEVELS, KeypointPosterior, level_tag
+from dgp_pyro.infer.posterior import DEFAULT_LEVELS, KeypointPosterior, level_tag, variance_scale
 from dgp_pyro.infer.predict import (
     NetworkSummaries,
     predict_video,
@@ -196,12 +196,17 @@ class PosteriorModel3D:
     views: list[str]
     #: the calibration the cameras came from (to check the videos' frame sizes), if known
     group: CameraGroup | None = None
+    #: factor on the posterior variances, fitted on held-out labels (posterior.calibrate_posterior)
+    variance_scale: float = 1.0
 
     @classmethod
-    def from_run(cls, run: Run, group: CameraGroup | None = None) -> PosteriorModel3D:
+    def from_run(
+        cls, run: Run, group: CameraGroup | None = None, calibrated: bool = True
+    ) -> PosteriorModel3D:
         """The posterior model of a 3D run (or of a ``supervised`` run: no potentials).
 
-        ``group``: the calibration (default: the run's project's, matched to its views).
+        ``group``: the calibration (default: the run's project's, matched to its views);
+        ``calibrated``: with the run's fitted variance scale, if any.
         """
         config = run.config
         settings = model_settings3d(config)
@@ -225,7 +230,8 @@ class PosteriorModel3D:
                 hint="was it trained by train_dgp3d?",
             )
         cameras = ViewCameras.from_group(group)
-        return cls(settings, weights, correction, cameras, list(config.keypoints), views, group)
+        scale = variance_scale(run, calibrated)
+        return cls(settings, weights, correction, cameras, list(config.keypoints), views, group, scale)
 
     @torch.no_grad()
     def posterior(
@@ -279,7 +285,7 @@ class PosteriorModel3D:
                 obs_mask=obs.observed,
             )
             post_mean, post_cov = smoothed["mean"], smoothed["cov"]
-        post_cov = 0.5 * (post_cov + post_cov.mT)
+        post_cov = 0.5 * (post_cov + post_cov.mT) * self.variance_scale
         uv, jac = self.cameras.project_jacobian(post_mean)  # (V, T, J, 2), (V, T, J, 2, 3)
         cov_2d = jac @ post_cov[None] @ jac.mT
         mean_np, cov_np = post_mean.numpy(), post_cov.numpy()
@@ -390,6 +396,7 @@ def image_posteriors3d(
     levels: Sequence[float] = DEFAULT_LEVELS,
     network: torch.nn.Module | None = None,
     context: int = 16,
+    calibrated: bool = True,
 ) -> KeypointPosterior:
     """The reprojected 2D posterior at labeled images of a 3D run (one row per image).
 
@@ -406,7 +413,7 @@ def image_posteriors3d(
     project = run.project()
     sessions = session_videos(project)
     where = {video: (session, v) for session in sessions for v, video in enumerate(session.videos)}
-    model = PosteriorModel3D.from_run(run)
+    model = PosteriorModel3D.from_run(run, calibrated=calibrated)
     network = run.network() if network is None else network
     windows: dict[tuple[str, int], tuple[Posterior3D, int]] = {}
     parts = []

@@ -418,7 +418,11 @@ def train_supervised(
         setup, network, list(network.parameters()), optimizer, scheduler, generator, checkpointer,
         log, step, seconds_before, compute_loss, progress=progress, on_step=on_step,
     )  # fmt: skip
-    return load_run(setup.run_dir)
+    run = load_run(setup.run_dir)
+    from dgp_pyro.infer.posterior import calibrate_posterior  # imports this module
+
+    calibrate_posterior(run)
+    return run
 
 
 def run_training_loop(

@@ -34,6 +34,7 @@ from dgp_pyro.infer.posterior3d import (
 )
 from dgp_pyro.model.dgp import LabeledBatch
 from dgp_pyro.model.dgp3d import (
+    DEFAULT_ROBUST,
     GuideCorrection3D,
     Model3DSettings,
     PotentialWeights3D,
@@ -71,7 +72,7 @@ def bump_logits(points_2d: torch.Tensor, peak: float = 0.95, sigma: float = STRI
 
 
 def posterior_model(
-    rig, variant: str, precision_scale: float = 1.0, robust: float | None = 5.0
+    rig, variant: str, precision_scale: float = 1.0, robust: float | None = DEFAULT_ROBUST
 ) -> PosteriorModel3D:
     truth = rig.truth.numpy()
     settings = Model3DSettings(variant, STRIDE, float(STRIDE), EDGES, robust=robust)

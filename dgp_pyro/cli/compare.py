@@ -282,7 +282,7 @@ def _score_run(
         run_label_sigma,
     )
     from dgp_pyro.eval.calibration import calibration_note, coverage_curve
-    from dgp_pyro.infer.posterior import image_posteriors, level_tag
+    from dgp_pyro.infer.posterior import POSTERIOR_CALIBRATION, image_posteriors, level_tag
 
     row = _empty_row(name, "run", path, run.config.model, levels)
     row["elbo_per_frame"] = elbo_per_frame(run.path)
@@ -301,6 +301,12 @@ def _score_run(
     for level, value in zip(lv, coverage, strict=True):
         row[f"coverage_{level_tag(float(level))}"] = _finite(value)
     row["calibration"] = calibration_note(lv, coverage, n)
+    if (run.path / POSTERIOR_CALIBRATION).is_file():
+        row["calibration"] += (
+            "; the posterior variances were scaled to fit these held-out labels after training "
+            "(posterior_calibration.json), so this coverage is in-sample; judge calibration on "
+            "other labels or ground truth"
+        )
     n_labels = int(np.isfinite(held.labels).all(-1).sum())
     row["n_labels"] = n_labels
     if n_labels == 0:

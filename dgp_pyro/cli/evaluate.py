@@ -7,7 +7,11 @@ labels, in the images' own pixels: ``rmse_px``, ``median_px``, ``mean_px``, ``pc
 ``pck_10px`` (share of points within 5 / 10 px), ``n`` (scored points), ``n_test_frames``,
 ``per_keypoint``, for scale ``mean_pose_rmse_px`` (the RMSE of predicting every keypoint at
 its mean training label), and ``coverage_50``, ``coverage_90``, ``coverage_95``: the share of
-held-out label coordinates inside each equal-tailed posterior interval.
+held-out label coordinates inside each equal-tailed posterior interval. Training fits the
+posterior's variance scale to these same labels
+(:func:`~dgp_pyro.infer.posterior.calibrate_posterior`), so their coverage is in-sample:
+``posterior_variance_scale`` and ``variance_scale_fitted_on_heldout`` say so; judge
+calibration on ground truth or other labels.
 
 **Ground truth** (``--truth``): every frame of the project's videos is predicted and compared
 with the true 2D points of a ``ground_truth.npz`` (synthetic projects: ``points_2d (T, V, J,
@@ -19,7 +23,10 @@ view (``truth_visible_*``), and both (``truth_unlabeled_visible_*``). In a multi
 each view's video is predicted by the shared network and compared with ``points_2d[:, v]``.
 
 Against ground truth the posterior over whole videos is scored the same way, with
-``truth_coverage_*`` over all frames.
+``truth_coverage_*`` over all frames. A 3D run (``dgp3d`` ...) is scored through the
+reprojection of its 3D posterior into each view, and, where the ground truth has
+``points_3d``, in world units: ``truth_3d_rmse``, ``truth_3d_unlabeled_rmse``,
+``truth_3d_hidden_rmse`` (points hidden in at least one view), ``truth_3d_coverage_*``.
 
 **Cached predictions**: posteriors are written to ``RUN/predictions/`` (videos:
 ``<stem>_<scorer>.h5``; held-out images: ``labeled_test_<scorer>.h5``) with their interval
@@ -463,6 +470,11 @@ def evaluate_run(
     network = _NetworkOnce(run, device)
     result: dict[str, Any] = {"run": str(run.path), "model": run.config.model, "scorer": run.scorer}
     result.update(evaluate_test_images(run, project, network, batch_size, use_cache))
+    from dgp_pyro.infer.posterior import POSTERIOR_CALIBRATION, variance_scale
+
+    # Coverage on the held-out labels is in-sample when the variances were fitted to them.
+    result["posterior_variance_scale"] = variance_scale(run)
+    result["variance_scale_fitted_on_heldout"] = (run.path / POSTERIOR_CALIBRATION).is_file()
     if truth is not None:
         if truth == PROJECT_TRUTH:
             if project.ground_truth is None:

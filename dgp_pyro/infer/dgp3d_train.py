@@ -67,6 +67,7 @@ from dgp_pyro.infer.supervised import (
 )
 from dgp_pyro.model.dgp import LabeledBatch
 from dgp_pyro.model.dgp3d import (
+    DEFAULT_ROBUST,
     VARIANTS_3D,
     GuideCorrection3D,
     Model3DSettings,
@@ -78,7 +79,7 @@ from dgp_pyro.model.dgp3d import (
     triangulation_observations,
 )
 from dgp_pyro.model.potentials import default_skeletal_weights
-from dgp_pyro.nets import normalize_images, soft_argmax
+from dgp_pyro.nets import frozen_batch_norm, normalize_images, soft_argmax
 from dgp_pyro.run import MODELS_3D, Run, RunConfig, load_run
 
 __all__ = [
@@ -114,7 +115,7 @@ DEFAULT_OPTIONS_3D: dict[str, Any] = {
     "bone_sigma_floor": 0.05,  # dgp3d_bones: bone-length std at least this fraction of the length
     "label_sigma": 1.0,  # labeling noise, training pixels
     "unlabeled_weight": 1.0,  # windows' ELBO per keypoint, frame and view, against the labeled loss
-    "robust": 5.0,  # robust view weights: k in standard deviations (0: plain confidence weighting)
+    "robust": DEFAULT_ROBUST,  # robust view weights: k in heatmap spreads (0: plain confidence weighting)
     "learn_weights": False,  # fit w_t and w_s by SVI as well
     "guide_lr": 0.02,  # peak learning rate of the guide corrections (and learned weights)
     "calibrate_precision": True,  # start the precision scales from the labeled windows
@@ -691,13 +692,13 @@ def train_dgp3d(
                     correction.log_precision_scale.copy_(torch.as_tensor(scale).log())
             temporal_ready = True
         images, points = setup.dataset.sample_batch(config.batch_size, generator, augment, flip_perm)
-        batch = [images]
+        labeled_logits = network(normalize_images(images.to(device)))
         if use_windows:
             frames, window_labels, window_mask = pool.sample(int(options["windows_per_step"]), generator)
-            batch.append(frames.flatten(0, 2))  # every view of every frame of the windows
-        # One forward pass for the labeled images of every view and the windows' frames together.
-        logits = network(normalize_images(torch.cat(batch).to(device)))
-        labeled_logits, window_logits = logits[: len(images)], logits[len(images) :]
+            # every view of every frame of the windows; near-identical frames must not set the
+            # batch-norm statistics
+            with frozen_batch_norm(network):
+                window_logits = network(normalize_images(frames.flatten(0, 2).to(device)))
         points = points.to(device)
         labeled = LabeledBatch(labeled_logits, points, torch.isfinite(points).all(-1))
         windows = None

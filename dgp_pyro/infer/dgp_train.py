@@ -23,7 +23,8 @@ Schedule (``RunConfig.model_options``, defaults in :data:`DEFAULT_OPTIONS`):
    3.62 px raw and 3.33 px with the calibrated scale (about 24).
 3. **Joint phase**: every step draws a labeled batch and ``windows_per_step`` windows of
    ``window`` consecutive frames (windows around the training labels and at random places of
-   every video, :mod:`dgp_pyro.data.windows`), runs the network once on all of them, and takes
+   every video, :mod:`dgp_pyro.data.windows`), runs the network on all of them (the windows
+   with batch norm frozen, :func:`~dgp_pyro.nets.frozen_batch_norm`), and takes
    a gradient step on the negative ELBO of :func:`~dgp_pyro.model.dgp.dgp_model` under
    :func:`~dgp_pyro.model.dgp.dgp_guide` (network, guide corrections and, with
    ``learn_weights``, the potential weights together). Its parts are logged to
@@ -73,7 +74,7 @@ from dgp_pyro.model.dgp import (
     dgp_model,
 )
 from dgp_pyro.model.potentials import default_skeletal_weights, default_temporal_weights
-from dgp_pyro.nets import normalize_images, soft_argmax
+from dgp_pyro.nets import frozen_batch_norm, normalize_images, soft_argmax
 from dgp_pyro.run import Run, RunConfig, load_run
 
 #: Settings of the semi-supervised schedule (``--option NAME=VALUE`` on the command line).
@@ -88,6 +89,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "label_sigma": 1.0,  # labeling noise, training pixels
     "unlabeled_weight": 1.0,  # windows' per-keypoint ELBO against the labeled loss
     "learn_weights": False,  # fit w_t and w_s by SVI as well
+    "windows_train_network": True,  # False: the windows fit only the guide (network on labels alone)
     "videos": [],  # extra videos for unlabeled windows, besides the project's
 }
 
@@ -323,13 +325,14 @@ def train_dgp(
                     correction.log_precision_scale.copy_(torch.as_tensor(scale).log())
             temporal_ready = True
         images, points = setup.dataset.sample_batch(config.batch_size, generator, augment, flip_perm)
-        batch = [images]
+        labeled_logits = network(normalize_images(images.to(device)))
         if use_windows:
             frames, window_labels, window_mask = pool.sample(int(options["windows_per_step"]), generator)
-            batch.append(frames.flatten(0, 1))
-        # One forward pass for the labeled images and the windows' frames together.
-        logits = network(normalize_images(torch.cat(batch).to(device)))
-        labeled_logits, window_logits = logits[: len(images)], logits[len(images) :]
+            # The windows' near-identical frames must not set the batch-norm statistics.
+            with frozen_batch_norm(network):
+                window_logits = network(normalize_images(frames.flatten(0, 1).to(device)))
+            if not options["windows_train_network"]:
+                window_logits = window_logits.detach()
         points = points.to(device)
         labeled = LabeledBatch(labeled_logits, points, torch.isfinite(points).all(-1))
         windows = None

@@ -245,7 +245,10 @@ class PosteriorModel3D:
         """The posterior over consecutive synchronous frames from every view's summaries.
 
         Args:
-            mean, cov, confidence: soft-argmax summaries ``(T, V, J, ...)`` in the cameras' pixels.
+            mean, cov, confidence: the network's soft-argmax summaries ``(T, V, J, ...)`` (frames
+                first, unlike :meth:`~dgp_pyro.data.cameras.CameraGroup.triangulate`) in the
+                cameras' pixels, as :func:`~dgp_pyro.infer.predict.predict_video` gives them
+                (not a 2D posterior: its spreads are already smoothed and recalibrated).
             frame_index: ``(T,)`` frame numbers (default ``0..T-1``).
             levels: credible levels.
         """

@@ -321,7 +321,7 @@ def predict_images(
 def _bar(total: int, enabled: bool, name: str):
     import sys
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: it warns in a notebook kernel without ipywidgets
 
     return tqdm(total=total, desc=name, unit="frame", disable=not (enabled and sys.stderr.isatty()))
 

@@ -342,7 +342,7 @@ def restore_training_state(
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: it warns in a notebook kernel without ipywidgets
 
     return tqdm(
         total=total,

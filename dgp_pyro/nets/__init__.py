@@ -7,7 +7,14 @@
 """
 
 from dgp_pyro.nets.backbone import BACKBONE_STRIDE, BACKBONES, build_backbone
-from dgp_pyro.nets.heatmap_net import IMAGENET_MEAN, IMAGENET_STD, STRIDES, HeatmapNet, normalize_images
+from dgp_pyro.nets.heatmap_net import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    STRIDES,
+    HeatmapNet,
+    frozen_batch_norm,
+    normalize_images,
+)
 from dgp_pyro.nets.heatmaps import (
     SoftArgmax,
     gaussian_targets,
@@ -28,6 +35,7 @@ __all__ = [
     "HeatmapNet",
     "SoftArgmax",
     "build_backbone",
+    "frozen_batch_norm",
     "gaussian_targets",
     "heatmap_grid",
     "heatmap_loss",

@@ -27,6 +27,8 @@ Architecture, for output stride :math:`s \in \{4, 8, 16, 32\}` and :math:`K` key
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -286,3 +288,22 @@ def normalize_images(
     inv_std = 1.0 / (torch.tensor(IMAGENET_STD, device=x.device) * 255.0)
     x = (x.permute(0, 3, 1, 2).float() - mean[:, None, None]) * inv_std[:, None, None]
     return x.contiguous()
+
+
+@contextmanager
+def frozen_batch_norm(network: nn.Module) -> Iterator[nn.Module]:
+    """Run ``network`` with its batch-norm layers in eval mode (running statistics, no updates).
+
+    For the graphical models' windows of video: a window holds a few nearly identical
+    consecutive frames, whose batch statistics are nothing like those of the labeled images
+    (nor of the frames at prediction time), so normalising by them, and folding them into the
+    running statistics, degrades the network. Gradients still flow through the layers.
+    """
+    layers = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for layer in layers:
+        layer.eval()
+    try:
+        yield network
+    finally:
+        for layer in layers:
+            layer.train()

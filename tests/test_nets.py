@@ -417,3 +417,24 @@ def test_overfit_four_images():
     error = (summary.mean - points).norm(dim=-1)
     assert error.max().item() < 3.0, error
     assert summary.confidence.min().item() > 0.5
+
+
+def test_frozen_batch_norm_keeps_statistics_and_passes_gradients():
+    from dgp_pyro.nets import frozen_batch_norm
+
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    network.train()
+    batch_norm = network[1]
+    before = (batch_norm.running_mean.clone(), batch_norm.running_var.clone())
+    images = torch.randn(5, 3, 8, 8)
+    with frozen_batch_norm(network):
+        out = network(images)
+        assert not batch_norm.training and network.training
+    out.sum().backward()
+    assert batch_norm.training  # restored
+    torch.testing.assert_close(batch_norm.running_mean, before[0], rtol=0, atol=0)
+    torch.testing.assert_close(batch_norm.running_var, before[1], rtol=0, atol=0)
+    assert network[0].weight.grad is not None and network[0].weight.grad.abs().sum() > 0
+    network(images)  # outside: batch statistics again
+    assert not torch.equal(batch_norm.running_mean, before[0])

@@ -128,6 +128,17 @@ def coverage(lower: dict, upper: dict, truth: np.ndarray) -> dict[str, float]:
     }
 
 
+def _finished(run_dir: Path, config) -> bool:
+    """A run in ``run_dir`` trained to the end with the same project, model, steps, seed and options."""
+    if not (run_dir / "config.json").is_file() or not (run_dir / "loss.csv").is_file():
+        return False
+    saved = json.loads((run_dir / "config.json").read_text())
+    rows = (run_dir / "loss.csv").read_text().strip().splitlines()
+    same = all(saved.get(k) == getattr(config, k) for k in ("project", "model", "steps", "seed", "holdout"))
+    options = saved.get("model_options", {}).items() >= config.model_options.items()
+    return same and options and len(rows) > config.steps
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -166,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     from dgp_pyro.infer.predict import predict_video
     from dgp_pyro.infer.supervised import train_supervised
     from dgp_pyro.paths import BUNDLED_PROJECT
-    from dgp_pyro.run import RunConfig
+    from dgp_pyro.run import RunConfig, load_run
 
     if args.project is not None:
         project = args.project.absolute()
@@ -211,6 +222,10 @@ def main(argv: list[str] | None = None) -> dict:
         if args.bones:
             trainers.append(("dgp3d_bones", train_dgp3d))
         for model, trainer in trainers:
+            if _finished(work / model, config(model)):
+                runs[model] = load_run(work / model)  # --work: a finished run of this config is reused
+                print(f"reusing {model} from {work / model}", file=sys.stderr)
+                continue
             start = time.perf_counter()
             runs[model] = trainer(config(model), work / model, progress=False)
             seconds[f"train_{model}"] = time.perf_counter() - start

@@ -107,14 +107,14 @@ DEFAULT_OPTIONS_3D: dict[str, Any] = {
     "window": 8,  # synchronous frames per window (each frame counts V images)
     "windows_per_step": 1,  # windows in each step's unlabeled batch
     "random_windows": 48,  # unlabeled windows in the pool (besides those around labels)
-    "dgp_start": 0.3,  # fraction of the steps trained on labels only
+    "dgp_start": 0.6,  # fraction of the steps trained on labels only (as in 2D, measured there)
     # multiplies the data-driven temporal weights: a random walk with the measured mean squared
     # step is too stiff for gait (oscillating paws); 0.1 measured best on the synthetic rig
     "temporal_strength": 0.1,
     "skeletal_strength": 1.0,  # multiplies the triangulated-label skeletal (or bone) weights
     "bone_sigma_floor": 0.05,  # dgp3d_bones: bone-length std at least this fraction of the length
     "label_sigma": 1.0,  # labeling noise, training pixels
-    "unlabeled_weight": 1.0,  # windows' ELBO per keypoint, frame and view, against the labeled loss
+    "unlabeled_weight": 0.1,  # windows' ELBO per keypoint, frame and view, against the labeled loss
     "robust": DEFAULT_ROBUST,  # robust view weights: k in heatmap spreads (0: plain confidence weighting)
     "learn_weights": False,  # fit w_t and w_s by SVI as well
     "guide_lr": 0.02,  # peak learning rate of the guide corrections (and learned weights)

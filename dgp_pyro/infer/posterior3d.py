@@ -65,7 +65,13 @@ from dgp_pyro.infer.dgp3d_train import (
     session_videos,
 )
 from dgp_pyro.infer.gaussian_chain import smooth_keypoints
-from dgp_pyro.infer.posterior import DEFAULT_LEVELS, KeypointPosterior, level_tag, variance_scale
+from dgp_pyro.infer.posterior import (
+    DEFAULT_LEVELS,
+    KeypointPosterior,
+    interval_coverage,
+    level_tag,
+    variance_scale,
+)
 from dgp_pyro.infer.predict import (
     NetworkSummaries,
     predict_video,
@@ -552,9 +558,4 @@ def predict_run3d(
 
 def interval_coverage3d(posterior: Posterior3D, truth: Float[np.ndarray, "t j 3"]) -> dict[str, float]:
     """Share of true coordinates inside each 3D credible interval (x, y, z counted separately)."""
-    finite = np.isfinite(truth)
-    out = {}
-    for level in sorted(posterior.lower):
-        inside = (truth >= posterior.lower[level]) & (truth <= posterior.upper[level])
-        out[f"coverage_{level_tag(level)}"] = float(inside[finite].mean()) if finite.any() else float("nan")
-    return out
+    return interval_coverage(posterior, truth)  # the 2D rule holds for any coordinate count

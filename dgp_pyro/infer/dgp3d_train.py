@@ -54,14 +54,12 @@ from dgp_pyro.data.video import VideoReader, video_info
 from dgp_pyro.data.windows import to_training_pixels, video_frame_of_image
 from dgp_pyro.errors import DGPError
 from dgp_pyro.infer.checkpoint import Checkpointer
-from dgp_pyro.infer.dgp_train import read_elbo_rows, trace_elbo, write_elbo_rows
+from dgp_pyro.infer.dgp_train import start_or_resume, trace_elbo, write_elbo_rows
 from dgp_pyro.infer.supervised import (
-    TrainingLog,
     build_network_seeded,
     make_optimizer,
     make_scheduler,
     prepare_training,
-    restore_training_state,
     run_training_loop,
     seed_everything,
 )
@@ -660,19 +658,10 @@ def train_dgp3d(
             hint="use a shorter window (--option window=N)",
         )
     dgp_start = int(math.floor(float(options["dgp_start"]) * config.steps))
-    temporal_ready = False
 
-    step, seconds_before = 0, 0.0
-    log = TrainingLog(setup.run_dir / "loss.csv")
-    elbo_rows: list[dict[str, float]] = []
-    if resume:
-        state = restore_training_state(checkpointer.last, network, optimizer, scheduler, config, generator)
-        step, seconds_before = int(state["step"]), float(state.get("seconds", 0.0))
-        weights.load_state_dict(state["potential_weights"])
-        correction.load_state_dict(state["guide_correction"])
-        temporal_ready = bool(state["temporal_ready"])
-        log = TrainingLog.resume(log.path, step)
-        elbo_rows = [row for row in read_elbo_rows(setup.run_dir / ELBO_LOG) if row["step"] <= step]
+    step, seconds_before, temporal_ready, log, elbo_rows = start_or_resume(
+        setup, resume, checkpointer, network, optimizer, scheduler, generator, weights, correction
+    )
 
     augment = AugmentConfig.from_dict(config.augment)
     flip_perm = flip_permutation(config.keypoints, augment.flip_pairs) if augment.flip > 0 else None

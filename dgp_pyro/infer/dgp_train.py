@@ -301,19 +301,10 @@ def train_dgp(
             hint="add the project's videos to its videos/ folder, or pass --videos",
         )
     dgp_start = int(math.floor(float(options["dgp_start"]) * config.steps))
-    temporal_ready = False
 
-    step, seconds_before = 0, 0.0
-    log = TrainingLog(setup.run_dir / "loss.csv")
-    elbo_rows: list[dict[str, float]] = []
-    if resume:
-        state = restore_training_state(checkpointer.last, network, optimizer, scheduler, config, generator)
-        step, seconds_before = int(state["step"]), float(state.get("seconds", 0.0))
-        weights.load_state_dict(state["potential_weights"])
-        correction.load_state_dict(state["guide_correction"])
-        temporal_ready = bool(state["temporal_ready"])
-        log = TrainingLog.resume(log.path, step)
-        elbo_rows = [row for row in read_elbo_rows(setup.run_dir / ELBO_LOG) if row["step"] <= step]
+    step, seconds_before, temporal_ready, log, elbo_rows = start_or_resume(
+        setup, resume, checkpointer, network, optimizer, scheduler, generator, weights, correction
+    )
 
     augment = AugmentConfig.from_dict(config.augment)
     flip_perm = flip_permutation(config.keypoints, augment.flip_pairs) if augment.flip > 0 else None
@@ -376,6 +367,34 @@ def train_dgp(
 
     calibrate_posterior(run)
     return run
+
+
+def start_or_resume(
+    setup: Any,
+    resume: bool,
+    checkpointer: Checkpointer,
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    weights: nn.Module,
+    correction: nn.Module,
+) -> tuple[int, float, bool, TrainingLog, list[dict[str, float]]]:
+    """Where a graphical-model run starts: step 0, or its last checkpoint restored (``resume``).
+
+    Returns ``(step, seconds so far, whether the potential weights were set, the loss log, the
+    ELBO rows up to that step)``; shared by the 2D and 3D trainers.
+    """
+    log = TrainingLog(setup.run_dir / "loss.csv")
+    if not resume:
+        return 0, 0.0, False, log, []
+    state = restore_training_state(checkpointer.last, network, optimizer, scheduler, setup.config, generator)
+    step = int(state["step"])
+    weights.load_state_dict(state["potential_weights"])
+    correction.load_state_dict(state["guide_correction"])
+    rows = [row for row in read_elbo_rows(setup.run_dir / ELBO_LOG) if row["step"] <= step]
+    seconds, ready = float(state.get("seconds", 0.0)), bool(state["temporal_ready"])
+    return step, seconds, ready, TrainingLog.resume(log.path, step), rows
 
 
 def write_elbo_rows(path: Path, rows: list[dict[str, float]], parts: tuple[str, ...] = ELBO_PARTS) -> None:

@@ -78,7 +78,7 @@ from dgp_pyro.model.dgp3d import (
 )
 from dgp_pyro.model.potentials import default_skeletal_weights
 from dgp_pyro.nets import frozen_batch_norm, normalize_images, soft_argmax
-from dgp_pyro.run import MODELS_3D, Run, RunConfig, load_run
+from dgp_pyro.run import MODELS_3D, Run, RunConfig
 
 __all__ = [
     "DEFAULT_OPTIONS_3D",
@@ -717,8 +717,4 @@ def train_dgp3d(
         on_save=lambda: write_elbo_rows(setup.run_dir / ELBO_LOG, elbo_rows, ELBO_PARTS), on_parts=log_parts,
         progress=progress, on_step=on_step,
     )  # fmt: skip
-    run = load_run(setup.run_dir)
-    from dgp_pyro.infer.posterior import calibrate_posterior  # imports this module
-
-    calibrate_posterior(run)
-    return run
+    return finish_run(setup.run_dir)

@@ -67,6 +67,7 @@ from dgp_pyro.infer.checkpoint import Checkpointer
 from dgp_pyro.infer.supervised import (
     TrainingLog,
     build_network_seeded,
+    finish_run,
     make_optimizer,
     make_scheduler,
     prepare_training,
@@ -85,7 +86,7 @@ from dgp_pyro.model.dgp import (
 )
 from dgp_pyro.model.potentials import default_skeletal_weights, default_temporal_weights
 from dgp_pyro.nets import frozen_batch_norm, normalize_images, soft_argmax
-from dgp_pyro.run import Run, RunConfig, load_run
+from dgp_pyro.run import Run, RunConfig
 
 #: Settings of the semi-supervised schedule (``--option NAME=VALUE`` on the command line).
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -362,11 +363,7 @@ def train_dgp(
         on_save=lambda: write_elbo_rows(setup.run_dir / ELBO_LOG, elbo_rows), on_parts=log_parts,
         progress=progress, on_step=on_step,
     )  # fmt: skip
-    run = load_run(setup.run_dir)
-    from dgp_pyro.infer.posterior import calibrate_posterior  # imports this module
-
-    calibrate_posterior(run)
-    return run
+    return finish_run(setup.run_dir)
 
 
 def start_or_resume(

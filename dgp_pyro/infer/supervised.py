@@ -418,9 +418,18 @@ def train_supervised(
         setup, network, list(network.parameters()), optimizer, scheduler, generator, checkpointer,
         log, step, seconds_before, compute_loss, progress=progress, on_step=on_step,
     )  # fmt: skip
-    run = load_run(setup.run_dir)
-    from dgp_pyro.infer.posterior import calibrate_posterior  # imports this module
+    return finish_run(setup.run_dir)
 
+
+def finish_run(run_dir: Path) -> Run:
+    """The trained run, its posterior variances recalibrated on its held-out labels (if any).
+
+    Every trainer ends here, so every run's intervals are fitted the same way
+    (:func:`~dgp_pyro.infer.posterior.calibrate_posterior`).
+    """
+    from dgp_pyro.infer.posterior import calibrate_posterior  # it imports the trainers
+
+    run = load_run(run_dir)
     calibrate_posterior(run)
     return run
 

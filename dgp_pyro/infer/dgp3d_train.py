@@ -95,6 +95,7 @@ __all__ = [
     "model_settings3d",
     "resolve_options3d",
     "session_videos",
+    "synchronous_videos",
     "skeleton_weights3d",
     "train_dgp3d",
     "triangulate_labels",
@@ -216,6 +217,25 @@ class SessionVideos:
     frame_sizes: list[tuple[int, int]]
 
 
+def synchronous_videos(name: str, videos: list[Path], labels: list[str]) -> SessionVideos:
+    """One session's videos (one per view), checked to have the same number of frames.
+
+    Raises:
+        DGPError: videos of different lengths, naming each (by ``labels``) with its length.
+    """
+    infos = [video_info(p) for p in videos]
+    lengths = [int(i["n_frames"]) for i in infos]
+    if len(set(lengths)) > 1:
+        detail = ", ".join(f"{label} {n} frames" for label, n in zip(labels, lengths, strict=True))
+        raise DGPError(
+            f"the videos of session {name!r} have different lengths ({detail})",
+            videos[int(np.argmin(lengths))],
+            hint="the cameras must be synchronised: trim the videos to the same frames",
+        )
+    sizes = [(int(i["width"]), int(i["height"])) for i in infos]
+    return SessionVideos(name, list(videos), lengths[0], sizes)
+
+
 def session_videos(project) -> list[SessionVideos]:
     """Every session with a video for every view, checked to have equally long videos.
 
@@ -234,17 +254,7 @@ def session_videos(project) -> list[SessionVideos]:
                 hint="each session needs one video per view, named <session>_<view>.mp4",
             )
         videos = [Path(by_view[v]) for v in project.views]
-        infos = [video_info(p) for p in videos]
-        lengths = [int(i["n_frames"]) for i in infos]
-        if len(set(lengths)) > 1:
-            detail = ", ".join(f"{v} {n} frames" for v, n in zip(project.views, lengths, strict=True))
-            raise DGPError(
-                f"the videos of session {name!r} have different lengths ({detail})",
-                videos[int(np.argmin(lengths))],
-                hint="the cameras must be synchronised: trim the videos to the same frames",
-            )
-        sizes = [(int(i["width"]), int(i["height"])) for i in infos]
-        sessions.append(SessionVideos(name, videos, lengths[0], sizes))
+        sessions.append(synchronous_videos(name, videos, list(project.views)))
     if not sessions:
         raise DGPError(
             "the project has no session with a video for every view",

@@ -55,14 +55,13 @@ from jaxtyping import Float
 
 from dgp_pyro.atomic import atomic_path
 from dgp_pyro.data.cameras import CameraGroup
-from dgp_pyro.data.video import video_info
 from dgp_pyro.errors import DGPError
 from dgp_pyro.infer.dgp3d_train import (
-    SessionVideos,
     check_frame_sizes,
     load_calibration,
     model_settings3d,
     session_videos,
+    synchronous_videos,
 )
 from dgp_pyro.infer.gaussian_chain import smooth_keypoints
 from dgp_pyro.infer.posterior import (
@@ -376,18 +375,9 @@ def videos_posterior3d(
             videos[0] if videos else None,
             hint="give one video per view, in that order",
         )
-    infos = [video_info(v) for v in videos]
-    lengths = [int(i["n_frames"]) for i in infos]
-    if len(set(lengths)) > 1:
-        detail = ", ".join(f"{v.name} {n} frames" for v, n in zip(videos, lengths, strict=True))
-        raise DGPError(
-            f"synchronous videos must have the same length ({detail})",
-            videos[int(np.argmin(lengths))],
-            hint="trim the videos to the same frames",
-        )
+    session = synchronous_videos(videos[0].stem, videos, [v.name for v in videos])
     if model.group is not None:
-        sizes = [(int(i["width"]), int(i["height"])) for i in infos]
-        check_frame_sizes(model.group, [SessionVideos("videos", videos, lengths[0], sizes)])
+        check_frame_sizes(model.group, [session])
     network = run.network() if network is None else network
     views = [
         predict_video(

@@ -57,6 +57,7 @@ from dgp_pyro.infer.checkpoint import Checkpointer
 from dgp_pyro.infer.dgp_train import start_or_resume, trace_elbo, write_elbo_rows
 from dgp_pyro.infer.supervised import (
     build_network_seeded,
+    finish_run,
     make_optimizer,
     make_scheduler,
     prepare_training,

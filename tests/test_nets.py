@@ -25,6 +25,7 @@ from dgp_pyro.nets import (
     soft_argmax,
 )
 from dgp_pyro.nets.backbone import OFFLINE_ENV, hub_cache_file
+from dgp_pyro.nets.heatmaps import INFLATION_POWER, PEAK_THRESHOLD
 
 
 def _exact_offsets(points: torch.Tensor, size: tuple[int, int], stride: int) -> torch.Tensor:
@@ -356,13 +357,19 @@ def test_soft_argmax_ignores_far_second_peak():
 def test_soft_argmax_confidence_and_inflation():
     strong = _bump_logits(torch.tensor([[[60.0, 60.0]]]), (16, 16), 8, 8.0, floor=1e-3)
     flat = torch.full((1, 1, 16, 16), -6.0)
-    weak = torch.logit(0.05 * torch.sigmoid(strong))
-    s, f, w = (soft_argmax(x, 8) for x in (strong, flat, weak))
+    weak = torch.logit(0.45 * torch.sigmoid(strong))
+    faint = torch.logit(0.05 * torch.sigmoid(strong))
+    s, f, w, v = (soft_argmax(x, 8) for x in (strong, flat, weak, faint))
     assert s.confidence.item() > 0.95 and f.confidence.item() < 0.01
-    # equal shapes, so the weak peak's covariance is its strong twin's inflated 10x
-    torch.testing.assert_close(w.cov, s.cov * 0.5 / 0.05, rtol=0.05, atol=1e-3 * s.cov.max().item())
+    # equal shapes, so a weak peak's covariance is its strong twin's inflated (c0 / c)^p times
+    factor = (PEAK_THRESHOLD / w.confidence.item()) ** INFLATION_POWER
+    assert 2.0 < factor < 100.0  # the test exercises the power law, not the cap
+    torch.testing.assert_close(w.cov, s.cov * factor, rtol=0.05, atol=1e-3 * s.cov.max().item())
+    torch.testing.assert_close(v.cov, s.cov * 100.0, rtol=0.05, atol=1e-3 * s.cov.max().item())  # capped
+    linear = soft_argmax(faint, 8, peak_threshold=0.5, inflation_power=1.0)  # the linear rule
+    torch.testing.assert_close(linear.cov, s.cov * 0.5 / 0.05, rtol=0.05, atol=1e-3 * s.cov.max().item())
     assert torch.linalg.eigvalsh(f.cov).min() > 100 * 16  # flat map: 100x the floor at least
-    for summary in (s, f, w):
+    for summary in (s, f, w, v):
         assert torch.isfinite(summary.mean).all()
         assert (torch.linalg.eigvalsh(summary.cov) > 0).all()
 

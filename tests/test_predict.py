@@ -222,9 +222,10 @@ def test_cli_predict_writes_deeplabcut_files(synth, video, tmp_path):
     intervals = [f"{a}_{side}{lv}" for lv in levels for a in "xy" for side in ("lo", "hi")]
     assert list(table.extras) == ["x_std", "y_std", *intervals]
     # the supervised posterior is the Gaussian form of each heatmap, up to the prior's ridge, which
-    # shrinks a mean by eps / precision relative: ~1e-5 for the flat heatmaps of a 1-step network
+    # shrinks a mean by eps / precision relative: up to ~1e-4 for the flat heatmaps of a 1-step
+    # network, whose covariances are inflated 100x
     expected = predict_video(run.network(), video, run.size)
-    np.testing.assert_allclose(table.xy, expected.mean, rtol=1e-4, atol=1e-3)  # ridge: eps / precision
+    np.testing.assert_allclose(table.xy, expected.mean, rtol=1e-4, atol=1e-2)  # ridge: eps / precision
     np.testing.assert_allclose(table.likelihood, expected.confidence, atol=1e-6)
     np.testing.assert_allclose(table.extras["x_std"], expected.std[..., 0], rtol=1e-4)
     assert np.all(table.extras["x_lo90"] < table.xy[..., 0])

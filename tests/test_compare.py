@@ -133,8 +133,13 @@ def test_compare_two_runs_and_deeplabcut_files(runs, capsys, tmp_path):
             assert isinstance(row[key], float), key
         assert 0.0 <= row["coverage_50"] <= row["coverage_90"] <= row["coverage_95"] <= 1.0
         assert row["elbo_per_frame"] is None  # supervised runs write no elbo.csv
-        assert isinstance(row["elpd_loo"], float) and isinstance(row["elpd_se"], float)
-        assert isinstance(row["elpd_heldout"], float)
+        assert isinstance(row["elpd_heldout"], float)  # exact: always there
+        # PSIS-LOO of a 3-step network (flat heatmaps, wide posteriors against 1 px labels) can
+        # fail outright (infinite k-hat, NaN elpd); then it is null and the note says why
+        if row["elpd_loo"] is None:
+            assert row["n_high_k"] > 0 and "elpd_loo is unreliable" in row["note"]
+        else:
+            assert isinstance(row["elpd_loo"], float) and isinstance(row["elpd_se"], float)
         assert row["pareto_k_max"] is None or row["pareto_k_max"] >= 0
         assert row["calibration"]
     assert rows[0]["loo_weight"] + rows[1]["loo_weight"] == pytest.approx(1.0, abs=1e-6)

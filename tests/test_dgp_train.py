@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.stats import norm
 
 from dgp_pyro.cli.main import main
 from dgp_pyro.data.predictions import read_predictions
@@ -162,6 +163,38 @@ def test_variance_scale_recovers_a_known_miscalibration():
     assert fit_variance_scale(np.zeros(2), np.ones(2), np.full(2, np.nan)) == (1.0, 0)
 
 
+def test_interval_scales_calibrate_heavy_tailed_errors_at_every_level():
+    """Split conformal widths cover fresh heavy-tailed errors at every level; one variance scale cannot."""
+    from dgp_pyro.eval.calibration import (
+        coverage_curve,
+        fit_interval_scales,
+        fit_variance_scale,
+        interpolate_interval_scales,
+    )
+
+    rng = np.random.default_rng(1)
+    levels = (0.5, 0.9, 0.95)
+    std = rng.uniform(1.0, 3.0, size=(2, 3000, 2))
+    errors = std * rng.standard_t(2.5, size=std.shape)  # heavy tails; the stated std is not theirs
+    (fit_std, test_std), (fit_err, test_err) = std, errors
+    scales, n = fit_interval_scales(np.zeros_like(fit_err), fit_std, fit_err, levels)
+    assert n == fit_err.size and set(scales) == set(levels)
+    assert scales[0.5] < scales[0.9] < scales[0.95]  # heavier than Gaussian: wider the further out
+    for level in levels:
+        half = norm.ppf(0.5 + level / 2) * scales[level] * test_std
+        assert abs(np.mean(np.abs(test_err) <= half) - level) < 0.02
+    c, _ = fit_variance_scale(np.zeros_like(fit_err), fit_std, fit_err, levels)
+    _, one_scale, _ = coverage_curve((np.zeros_like(test_err), test_std * np.sqrt(c)), test_err, levels)
+    assert np.max(np.abs(one_scale - levels)) > 0.03
+    # levels between fitted ones interpolate; nothing fitted falls back to the default
+    assert interpolate_interval_scales(scales, [0.925], 1.0)[0.925] == pytest.approx(
+        0.5 * (scales[0.9] + scales[0.95])
+    )
+    assert interpolate_interval_scales({}, [0.8], 2.0) == {0.8: 2.0}
+    few, _ = fit_interval_scales(np.zeros(10), np.ones(10), rng.normal(size=10), levels)
+    assert set(few) == {0.5, 0.9}  # 10 coordinates cannot place a 95 % bound: that level is left out
+
+
 def test_training_with_held_out_labels_recalibrates_the_posterior(dgp_run):
     from dgp_pyro.eval.arviz_export import held_out_images
     from dgp_pyro.infer.posterior import POSTERIOR_CALIBRATION, image_posteriors
@@ -175,8 +208,12 @@ def test_training_with_held_out_labels_recalibrates_the_posterior(dgp_run):
     fitted = image_posteriors(run, held.paths, held.keys)
     np.testing.assert_array_equal(fitted.mean, raw.mean)  # only the spread changes
     np.testing.assert_allclose(fitted.cov, raw.cov * info["variance_scale"], rtol=1e-12)
-    wide = raw.mean + (raw.upper[0.9] - raw.mean) * np.sqrt(info["variance_scale"])
-    np.testing.assert_allclose(fitted.upper[0.9], wide, rtol=1e-12)
-    # what the fit promised on those labels is what the calibrated posterior gives
+    assert set(info["interval_scales"]) == {"0.5", "0.9", "0.95"}
+    for level in (0.5, 0.9, 0.95):
+        wide = raw.mean + (raw.upper[level] - raw.mean) * info["interval_scales"][str(level)]
+        np.testing.assert_allclose(fitted.upper[level], wide, rtol=1e-12)
+    # the conformal intervals cover their level of the labels they were fitted on (in sample)
     coverage = interval_coverage(fitted, held.labels)
-    assert coverage["coverage_90"] == pytest.approx(info["coverage_after"][1])
+    n = info["n_coordinates"]
+    for level in (0.5, 0.9, 0.95):
+        assert level - 1.0 / n <= coverage[f"coverage_{level * 100:g}"] <= level + 2.0 / n

@@ -23,7 +23,14 @@ from scipy.stats import norm
 if TYPE_CHECKING:  # pragma: no cover
     from dgp_pyro.infer.posterior import KeypointPosterior
 
-__all__ = ["DEFAULT_CURVE_LEVELS", "coverage_curve", "calibration_note", "fit_variance_scale"]
+__all__ = [
+    "DEFAULT_CURVE_LEVELS",
+    "coverage_curve",
+    "calibration_note",
+    "fit_interval_scales",
+    "fit_variance_scale",
+    "interpolate_interval_scales",
+]
 
 #: Levels of a calibration curve by default: 5 %, 10 %, ..., 95 %.
 DEFAULT_CURVE_LEVELS = np.linspace(0.05, 0.95, 19)
@@ -105,6 +112,53 @@ def fit_variance_scale(
     loss = ((coverage - levels[None, :]) ** 2).sum(axis=1)
     best = np.flatnonzero(loss <= loss.min() + 1e-12)
     return float(np.exp(0.5 * (log_c[best[0]] + log_c[best[-1]]))), n
+
+
+def fit_interval_scales(
+    mean: Float[np.ndarray, "... 2"],
+    std: Float[np.ndarray, "... 2"],
+    truth: Float[np.ndarray, "... 2"],
+    levels: Sequence[float] = (0.5, 0.9, 0.95),
+) -> tuple[dict[float, float], int]:
+    r"""Per-level interval widths from held-out truth (split conformal), as factors on :math:`s`.
+
+    With :math:`z_i = |t_i - m_i| / s_i` on :math:`n` held-out coordinates, the interval at
+    level :math:`p` becomes :math:`m \pm k_p\, z_{(1+p)/2}\, s` with
+    :math:`k_p z_{(1+p)/2}` the :math:`\lceil (n+1) p \rceil`-th smallest :math:`z`: split
+    conformal prediction, which covers a new coordinate exchangeable with the held-out ones
+    with probability at least :math:`p` (and less than :math:`p + 1/(n+1)`), whatever the
+    shape of the errors. Keypoint errors are heavy-tailed, so one factor on the variance
+    (:func:`fit_variance_scale`) cannot be right at 50 % and at 95 % at once; a factor per level
+    can. A level that needs more coordinates than there are (:math:`\lceil (n+1) p \rceil > n`)
+    is left out, and so is every level when no coordinate has a truth.
+
+    Returns:
+        ``({level: k_p}, n)``.
+    """
+    mean, std, truth = (np.asarray(a, dtype=np.float64) for a in (mean, std, truth))
+    ok = np.isfinite(truth) & np.isfinite(mean) & np.isfinite(std) & (std > 0)
+    z = np.sort(np.abs(truth[ok] - mean[ok]) / std[ok])
+    n = int(z.size)
+    scales = {}
+    for level in levels:
+        rank = int(np.ceil((n + 1) * float(level)))
+        if 1 <= rank <= n and z[rank - 1] > 0:
+            scales[float(level)] = float(z[rank - 1] / norm.ppf(0.5 + float(level) / 2.0))
+    return scales, n
+
+
+def interpolate_interval_scales(
+    scales: dict[float, float], levels: Sequence[float], default: float
+) -> dict[float, float]:
+    """:math:`k_p` at any ``levels``: linear in :math:`p` between fitted levels, constant past them.
+
+    ``default`` (the square root of the fitted variance scale, or 1) where nothing was fitted.
+    """
+    if not scales:
+        return {float(level): float(default) for level in levels}
+    known = sorted(scales)
+    values = [scales[level] for level in known]
+    return {float(level): float(np.interp(float(level), known, values)) for level in levels}
 
 
 def calibration_note(

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
+from dgp_pyro.eval.calibration import interpolate_interval_scales
 from dgp_pyro.infer.dgp_train import DEFAULT_OPTIONS, model_settings
 from dgp_pyro.infer.gaussian_chain import smooth_keypoints
 from dgp_pyro.infer.predict import NetworkSummaries, predict_images, predict_video
@@ -44,14 +45,22 @@ DEFAULT_LEVELS = (0.5, 0.9, 0.95)
 POSTERIOR_CALIBRATION = "posterior_calibration.json"
 
 
-def variance_scale(run: Run, calibrated: bool = True) -> float:
-    """The run's fitted factor on posterior variances (1 without a calibration or if not ``calibrated``)."""
+def _calibration(run: Run, calibrated: bool) -> dict:
     import json
 
     path = run.path / POSTERIOR_CALIBRATION
-    if not calibrated or not path.is_file():
-        return 1.0
-    return float(json.loads(path.read_text())["variance_scale"])
+    return json.loads(path.read_text()) if calibrated and path.is_file() else {}
+
+
+def variance_scale(run: Run, calibrated: bool = True) -> float:
+    """The run's fitted factor on posterior variances (1 without a calibration or if not ``calibrated``)."""
+    return float(_calibration(run, calibrated).get("variance_scale", 1.0))
+
+
+def interval_scales(run: Run, calibrated: bool = True) -> dict[float, float]:
+    """The run's per-level interval factors :math:`k_p` (:func:`calibrate_posterior`); empty without."""
+    fitted = _calibration(run, calibrated).get("interval_scales", {})
+    return {float(level): float(k) for level, k in fitted.items()}
 
 
 @dataclass
@@ -116,6 +125,12 @@ class PosteriorModel:
     size: tuple[int, int]
     #: factor on the posterior variances, fitted on held-out labels (:func:`calibrate_posterior`)
     variance_scale: float = 1.0
+    #: per-level factors on the interval half-widths, fitted likewise (empty: ``sqrt(variance_scale)``)
+    interval_scales: dict[float, float] = field(default_factory=dict)
+
+    def interval_widening(self, levels: Sequence[float]) -> dict[float, float]:
+        """:math:`k_p` per level: how much wider than the smoother's Gaussian each interval is."""
+        return interpolate_interval_scales(self.interval_scales, levels, np.sqrt(self.variance_scale))
 
     @classmethod
     def from_run(cls, run: Run, calibrated: bool = True) -> PosteriorModel:
@@ -130,7 +145,14 @@ class PosteriorModel:
         if "potential_weights" in state:
             weights.load_state_dict(state["potential_weights"])
             correction.load_state_dict(state["guide_correction"])
-        return cls(settings, weights, correction, tuple(config.size), variance_scale(run, calibrated))
+        return cls(
+            settings,
+            weights,
+            correction,
+            tuple(config.size),
+            variance_scale(run, calibrated),
+            interval_scales(run, calibrated),
+        )
 
     @torch.no_grad()
     def posterior(
@@ -157,18 +179,18 @@ class PosteriorModel:
         )
         scale = factor[:, None] * factor[None, :]
         mean = smoothed["mean"].numpy()
-        widen = np.sqrt(self.variance_scale)  # intervals are mean +/- z std: widen the deviation
+        widen = self.interval_widening(levels)  # intervals are mean +/- z std: widen the deviation
 
-        def bound(value: torch.Tensor) -> np.ndarray:
-            return (mean + (value.numpy() - mean) * widen + 0.5) * factor - 0.5
+        def bound(value: torch.Tensor, level: float) -> np.ndarray:
+            return (mean + (value.numpy() - mean) * widen[float(level)] + 0.5) * factor - 0.5
 
         return KeypointPosterior(
             mean=(mean + 0.5) * factor - 0.5,
             cov=smoothed["cov"].numpy() * scale * self.variance_scale,
             confidence=summaries.confidence,
             frame_index=summaries.frame_index,
-            lower={lv: bound(v) for lv, v in smoothed["lower"].items()},
-            upper={lv: bound(v) for lv, v in smoothed["upper"].items()},
+            lower={lv: bound(v, lv) for lv, v in smoothed["lower"].items()},
+            upper={lv: bound(v, lv) for lv, v in smoothed["upper"].items()},
         )
 
 
@@ -256,23 +278,28 @@ def calibrate_posterior(run: Run, levels: Sequence[float] = DEFAULT_LEVELS) -> d
     heatmap's bump, and a smoother treats frames as independent although a network's errors
     persist for many frames. So after training, the posterior intervals at the held-out labeled
     frames (in their video context, exactly as ``predict`` computes them) are matched to those
-    labels by one factor on all variances (:func:`~dgp_pyro.eval.calibration.fit_variance_scale`),
-    written to ``RUN/posterior_calibration.json`` and used by every later posterior of the run.
-    Means are unchanged. Returns ``None`` (and writes nothing) without held-out labels.
+    labels by one factor on all variances (:func:`~dgp_pyro.eval.calibration.fit_variance_scale`,
+    what the reported standard deviations and covariances carry) and by one factor per level on
+    the interval widths (split conformal, :func:`~dgp_pyro.eval.calibration.fit_interval_scales`,
+    since heavy-tailed errors need wider 95 % intervals than one Gaussian scale gives; other
+    levels interpolate), written to ``RUN/posterior_calibration.json`` and used by every later
+    posterior of the run. Means are unchanged. Returns ``None`` (and writes nothing) without held-out labels.
     """
     from dgp_pyro.atomic import atomic_write_json
     from dgp_pyro.eval.arviz_export import held_out_images
-    from dgp_pyro.eval.calibration import coverage_curve, fit_variance_scale
+    from dgp_pyro.eval.calibration import coverage_curve, fit_interval_scales, fit_variance_scale
 
     held = held_out_images(run)
     if not len(held) or not np.isfinite(held.labels).any():
         return None
     posterior = image_posteriors(run, held.paths, held.keys, levels, calibrated=False)
     scale, n = fit_variance_scale(posterior.mean, posterior.std, held.labels, levels)
+    scales, _ = fit_interval_scales(posterior.mean, posterior.std, held.labels, levels)
     _, before, _ = coverage_curve(posterior, held.labels, levels)
     _, after, _ = coverage_curve((posterior.mean, posterior.std * np.sqrt(scale)), held.labels, levels)
     info = {
         "variance_scale": scale,
+        "interval_scales": {str(level): k for level, k in scales.items()},
         "n_coordinates": n,
         "n_images": len(held),
         "levels": [float(lv) for lv in levels],

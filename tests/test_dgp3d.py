@@ -141,6 +141,22 @@ def test_clean_heatmaps_recover_the_trajectory_and_intervals_cover_it(rig):
         assert coverage["coverage_90"] > 0.85 and coverage["coverage_50"] > 0.4, (variant, coverage)
         assert post.mean_2d.shape == (40, 3, len(KEYPOINTS), 2) and np.isfinite(post.cov_2d).all()
 
+    # a recalibrated run: one variance scale on cov, a factor per level on the intervals
+    model = posterior_model(rig, "dgp3d", scale)
+    plain = model.posterior(mean, cov, conf)
+    model.variance_scale, model.interval_scales = 4.0, {0.5: 1.5, 0.95: 3.0}
+    fitted = model.posterior(mean, cov, conf)
+    np.testing.assert_allclose(fitted.mean, plain.mean, rtol=1e-12)
+    np.testing.assert_allclose(fitted.cov, 4.0 * plain.cov, rtol=1e-12)
+    for level, k in ((0.5, 1.5), (0.9, 1.5 + 0.4 / 0.45 * 1.5), (0.95, 3.0)):  # 0.9 interpolates
+        for lower, upper, centre in (
+            (fitted.lower, plain.upper, plain.mean),
+            (fitted.lower_2d, plain.upper_2d, plain.mean_2d),
+        ):
+            np.testing.assert_allclose(
+                centre - lower[level], k * (upper[level] - centre), rtol=1e-9, atol=1e-9
+            )
+
 
 def test_a_wrong_view_with_a_weak_peak_does_not_pull(rig):
     wrong = rig.points_2d.clone()
@@ -406,8 +422,7 @@ def test_degenerate_cameras_are_refused(project3, tmp_path):
     group = CameraGroup.from_toml(project3 / "calibration.toml")
     first = group.cameras[0]
     same_place = [
-        Camera(c.name, tuple(c.size), c.matrix, c.dist, first.rvec, first.tvec)
-        for c in group.cameras
+        Camera(c.name, tuple(c.size), c.matrix, c.dist, first.rvec, first.tvec) for c in group.cameras
     ]
     path = tmp_path / "degenerate.toml"
     CameraGroup(same_place).to_toml(path)

@@ -5,8 +5,10 @@ posterior (:func:`~dgp_pyro.infer.posterior.image_posteriors`: in their video co
 they were extracted from one of the project's videos) and its mean is compared with their
 labels, in the images' own pixels: ``rmse_px``, ``median_px``, ``mean_px``, ``pck_5px``,
 ``pck_10px`` (share of points within 5 / 10 px), ``n`` (scored points), ``n_test_frames``,
-``per_keypoint``, for scale ``mean_pose_rmse_px`` (the RMSE of predicting every keypoint at
-its mean training label), and ``coverage_50``, ``coverage_90``, ``coverage_95``: the share of
+``per_keypoint``, in a multi-view project ``per_view`` (the same statistics for each view's
+points: for a 3D run, the held-out reprojection error of its 3D posterior in each camera), for
+scale ``mean_pose_rmse_px`` (the RMSE of predicting every keypoint at its mean training label),
+and ``coverage_50``, ``coverage_90``, ``coverage_95``: the share of
 held-out label coordinates inside each equal-tailed posterior interval. Training fits the
 posterior's variance scale to these same labels
 (:func:`~dgp_pyro.infer.posterior.calibrate_posterior`), so their coverage is in-sample:
@@ -199,9 +201,33 @@ def evaluate_test_images(
     truth = samples.labels[test]
     dist = keypoint_errors(table.xy, truth)
     out.update(summarize_errors(dist, keypoints, truth_present=np.isfinite(truth).all(-1)))
+    if len(project.views) > 1:
+        out["per_view"] = per_view_errors(project, samples.view_index[test], dist, keypoints)
     out.update(table_coverage(table, truth))
     baseline = mean_pose_baseline(samples.labels[train], len(test))
     out["mean_pose_rmse_px"] = summarize_errors(keypoint_errors(baseline, truth), keypoints)["rmse_px"]
+    return out
+
+
+def per_view_errors(
+    project, sample_views: np.ndarray, dist: np.ndarray, keypoints: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Headline statistics of held-out distances ``dist (N, K)`` per view of the project.
+
+    The view of an entry is its sample's view (folders layout: ``sample_views``) or, where one
+    image holds every view (suffix layout), its channel's view.
+    """
+    from dgp_pyro.model.dgp3d import ViewChannels
+
+    channels = ViewChannels.from_project(project)
+    view_of = np.array(
+        [[pair[0] for pair in channels.image_pairs(channels.image[int(v)])] for v in sample_views],
+        dtype=np.int64,
+    ).reshape(dist.shape)
+    out = {}
+    for v, view in enumerate(project.views):
+        stats = summarize_errors(np.where(view_of == v, dist, np.nan), keypoints)
+        out[view] = {key: stats[key] for key in _HEADLINE}
     return out
 
 
@@ -402,8 +428,9 @@ def _evaluate_truth_3d(run, project, truth: dict, truth_path: Path) -> dict[str,
 
     from dgp_pyro.infer.posterior import level_tag
     from dgp_pyro.infer.posterior3d import read_points3d
+    from dgp_pyro.model.dgp3d import ViewChannels
 
-    keypoints = list(run.config.keypoints)
+    keypoints = list(ViewChannels.from_project(project).keypoints)  # the 3D keypoints (body parts)
     errors, hidden, unlabeled, inside = [], [], [], {level: [] for level in LEVELS}
     for gt_session, arrays in truth["sessions"].items():
         if "points_3d" not in arrays:
@@ -520,6 +547,12 @@ def run(args: argparse.Namespace) -> int:
     if result.get("n"):
         print(f"mean pose    rmse {result['mean_pose_rmse_px']:.2f} px (predicting the mean training pose)")
         print(format_table(result, title="held-out labeled frames"))
+        for view, stats in result.get("per_view", {}).items():
+            if stats["n"]:
+                print(
+                    f"view {view:<8} rmse {stats['rmse_px']:.2f} px, median {stats['median_px']:.2f} px "
+                    f"({stats['n']} points)"
+                )
     else:
         print("no held-out labeled frames to score (train with --holdout)")
     if "truth" in result:

@@ -10,9 +10,12 @@ for the graphical models it is the structured guide over the whole video
 predicted. Frames are streamed in batches, so any video length fits in memory.
 
 3D runs (``dgp3d`` ...) predict each session's videos together (or one video per view, in the
-run's view order, for each session given): ``<session>_DGPpyro_<model>_3d.h5`` / ``.csv`` with
+run's view order, for each session given; in the suffix layout, a mirror, one video holds every
+view, so each video given is a session): ``<session>_DGPpyro_<model>_3d.h5`` / ``.csv`` with
 the 3D posterior (:mod:`dgp_pyro.infer.posterior3d`) and one DeepLabCut file per view of its
-reprojection. ``--nwb`` also writes each posterior, spreads and intervals included, as an NWB
+reprojection (suffix layout: ``<video stem>_<view>_DGPpyro_<model>``, plus
+``<video stem>_DGPpyro_<model>`` with every view's columns as in the labels).
+``--nwb`` also writes each posterior, spreads and intervals included, as an NWB
 file with the ndx-pose extension (:mod:`dgp_pyro.data.nwb`).
 """
 
@@ -80,33 +83,34 @@ def _predict_3d(run_, network, videos: list[Path], out: Path, args: argparse.Nam
     from dgp_pyro.infer.posterior3d import PosteriorModel3D, videos_posterior3d, write_posterior3d
 
     model = PosteriorModel3D.from_run(run_)
-    views = len(model.views)
+    channels = model.channels
+    per_session = channels.num_images  # videos per session: one per view, or one holding them all
     if videos:
-        if len(videos) % views:
+        if len(videos) % per_session:
             raise DGPError(
-                f"{len(videos)} videos for a {views}-view run: give one video per view "
+                f"{len(videos)} videos for a {len(model.views)}-view run: give one video per view "
                 f"({', '.join(model.views)}) for each session, in that order",
                 videos[0],
             )
-        groups = [videos[i : i + views] for i in range(0, len(videos), views)]
+        groups = [videos[i : i + per_session] for i in range(0, len(videos), per_session)]
         stems = [f"{group[0].stem}_{run_.scorer}" for group in groups]
     else:
         sessions = session_videos(run_.project())
-        groups = [session.videos for session in sessions]
+        groups = [channels.image_sources(session.videos) for session in sessions]
         stems = [f"{session.name}_{run_.scorer}" for session in sessions]
     for group, stem in zip(groups, stems, strict=True):
         posterior = videos_posterior3d(
             run_, group, args.levels, network, batch_size=args.batch_size, progress=not args.quiet,
             model=model,
         )  # fmt: skip
-        paths = write_posterior3d(posterior, out, stem, run_.scorer, videos=group)
+        paths = write_posterior3d(posterior, out, stem, run_.scorer, videos=channels.per_view(group))
         if args.nwb:
             from dgp_pyro.data.nwb import write_nwb_3d
             from dgp_pyro.data.video import video_info
 
             fps = float(video_info(group[0])["fps"])
             paths.append(
-                write_nwb_3d(out / f"{stem}_3d.nwb", posterior, posterior.keypoints, _skeleton_edges(run_),
+                write_nwb_3d(out / f"{stem}_3d.nwb", posterior, posterior.keypoints, model.settings.edges,
                              fps=fps, scorer=run_.scorer, overwrite=True)
             )  # fmt: skip
         names = ", ".join(str(v) for v in group)

@@ -20,7 +20,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--labeled", type=int, default=20, help="number of labeled frames (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
-        "--size", type=parse_size, default=(160, 128), help="frame size WxH (default 160x128)"
+        "--size", type=parse_size, default=(160, 128), help="frame size WxH of each view (default 160x128)"
+    )
+    parser.add_argument(
+        "--layout",
+        choices=("folders", "suffix"),
+        default="folders",
+        help="folders: one video per camera (default); suffix: every view side by side in one image, "
+        "as a mirror rig records them (keypoint columns <kp>_<view>)",
     )
     return parser
 
@@ -29,7 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from dgp_pyro.data.synthetic import write_synthetic_project
 
     out = write_synthetic_project(
-        args.out, views=args.views, frames=args.frames, labeled=args.labeled, seed=args.seed, size=args.size
+        args.out,
+        views=args.views,
+        frames=args.frames,
+        labeled=args.labeled,
+        seed=args.seed,
+        size=args.size,
+        layout=args.layout,
     )
     print(f"wrote synthetic project to {out}")
     return 0

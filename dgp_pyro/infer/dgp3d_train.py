@@ -5,15 +5,23 @@ and ``dgp3d_bones`` into a run folder that looks and resumes exactly like every 
 (same config, split, ``loss.csv``, checkpoints; :mod:`dgp_pyro.infer.supervised`), plus
 ``elbo.csv`` with the parts of the ELBO per step.
 
-The project must be multi-view in the *folders* layout (one video per camera and session,
-``videos/<session>_<view>.mp4``) with an Anipose ``calibration.toml`` whose camera names are
-the view names (:meth:`~dgp_pyro.data.cameras.CameraGroup.match_views`); the videos of a
-session must have the same number of frames (synchronised cameras).
+The project must be multi-view, in either layout, with an Anipose ``calibration.toml`` (or
+``--calibration FILE``, e.g. written by ``dgp-pyro calibrate``) whose camera names are the
+view names (:meth:`~dgp_pyro.data.cameras.CameraGroup.match_views`):
 
-One heatmap network is shared by all views. Its supervised part trains on every view's
-labeled images; the windows hold ``window`` synchronous frames of *every* view of a session
-(windows around each labeled frame, holding its training labels in every view, and windows
-at seeded random places), all views of all frames batched through the network at once.
+- *folders*: one video per camera and session (``videos/<session>_<view>.mp4``); the videos
+  of a session must have the same number of frames (synchronised cameras);
+- *suffix* (a mirror: one image holds every view, keypoint columns ``<bodypart>_<view>``):
+  one video per session holds every view, so its frames are trivially synchronous; each
+  camera is calibrated in the pixels of the whole image (``dgp-pyro calibrate`` writes it so).
+
+One heatmap network is shared by all views. Its supervised part trains on the labeled images
+exactly as a 2D run of the project does (one image per view, or the whole mirror image with its
+``J V`` channels). The windows hold ``window`` synchronous frames of a session (windows around
+each labeled frame found in a video, holding its training labels in every view, and windows
+at seeded random places); every image of every frame goes through the network once, batched,
+and :class:`~dgp_pyro.model.dgp3d.ViewChannels` splits the output channels into the views'
+``(V, J)`` heatmaps the model takes (an identity in the folders layout).
 
 Schedule (``RunConfig.model_options``, defaults in :data:`DEFAULT_OPTIONS_3D`):
 
@@ -72,6 +80,7 @@ from dgp_pyro.model.dgp3d import (
     Model3DSettings,
     PotentialWeights3D,
     ViewCameras,
+    ViewChannels,
     ViewWindowBatch,
     dgp3d_guide,
     dgp3d_model,
@@ -100,6 +109,7 @@ __all__ = [
     "skeleton_weights3d",
     "train_dgp3d",
     "triangulate_labels",
+    "view_summaries",
 ]
 
 #: Settings of the 3D schedule (``--option NAME=VALUE``).
@@ -151,21 +161,36 @@ def resolve_options3d(config: RunConfig) -> dict[str, Any]:
     return options
 
 
-def model_settings3d(config: RunConfig, options: dict[str, Any] | None = None) -> Model3DSettings:
-    """The :class:`Model3DSettings` of a run (a ``supervised`` run gives the potential-free variant)."""
+def model_settings3d(
+    config: RunConfig, options: dict[str, Any] | None = None, channels: ViewChannels | None = None
+) -> Model3DSettings:
+    """The :class:`Model3DSettings` of a run (a ``supervised`` run gives the potential-free variant).
+
+    ``channels``: the run's network channels (default: one per keypoint, the folders layout); the
+    skeleton edges between channels (per view in the suffix layout) become edges between the
+    3D keypoints, each once.
+    """
     options = {**DEFAULT_OPTIONS_3D, **(options if options is not None else config.model_options)}
     if config.model not in VARIANTS_3D:
         raise DGPError(
             f"model {config.model!r} has no 3D form",
             hint=f"3D models: {', '.join(m for m in VARIANTS_3D)}",
         )
-    index = {name: k for k, name in enumerate(config.keypoints)}
+    if channels is None:
+        index = {name: k for k, name in enumerate(config.keypoints)}
+        edges = [(index[a], index[b]) for a, b in config.skeleton]
+    else:
+        edges = []
+        for a, b in config.skeleton:
+            edge = (channels.keypoint_of(a), channels.keypoint_of(b))
+            if edge[0] != edge[1] and edge not in edges and edge[::-1] not in edges:
+                edges.append(edge)
     robust = options.get("robust")
     return Model3DSettings(
         variant=config.model,
         stride=int(config.stride),
         heatmap_sigma=float(config.sigma if config.sigma is not None else config.stride),
-        edges=[(index[a], index[b]) for a, b in config.skeleton],
+        edges=edges,
         label_sigma=float(options["label_sigma"]),
         unlabeled_weight=float(options["unlabeled_weight"]),
         robust=float(robust) if robust else None,
@@ -178,21 +203,18 @@ def model_settings3d(config: RunConfig, options: dict[str, Any] | None = None) -
 def load_calibration(project, path: str | Path | None = None) -> CameraGroup:
     """The calibration at ``path`` (default: the project's), cameras in the project's view order.
 
+    Either layout: in the suffix (mirror) layout the camera names are the column suffixes
+    (``top``, ``bot``) and every camera works in the pixels of the whole image.
+
     Raises:
-        DGPError: no ``calibration.toml``, a single-view project, the suffix (mirror) layout,
-            or cameras that do not match the views (fewer cameras, other names).
+        DGPError: no ``calibration.toml``, a single-view project, or cameras that do not match
+            the views (fewer cameras, other names), naming the file.
     """
     if len(project.views) < 2:
         raise DGPError(
             f"3D models need at least 2 views; the project has {len(project.views)}",
             project.root,
             hint="name the views with --views, or set multiview: {views: [...]} in config.yaml",
-        )
-    if project.view_layout != "folders":
-        raise DGPError(
-            f"3D models need one video per camera (the folders layout), not the {project.view_layout} layout",
-            project.root,
-            hint="store each view as videos/<session>_<view>.mp4 with labeled-data/<session>_<view>/",
         )
     if path is not None:
         if not Path(path).is_file():
@@ -210,7 +232,11 @@ def load_calibration(project, path: str | Path | None = None) -> CameraGroup:
 
 @dataclass
 class SessionVideos:
-    """One session's synchronous videos: ``videos[v]`` per view, their frame count and sizes."""
+    """One session's synchronous videos: ``videos[v]`` per view, their frame count and sizes.
+
+    In the suffix layout every view's entry is the one video that holds them all
+    (:meth:`ViewChannels.image_sources` gives the distinct ones).
+    """
 
     name: str
     videos: list[Path]
@@ -275,15 +301,25 @@ def session_videos(project) -> list[SessionVideos]:
 
 
 def check_frame_sizes(group: CameraGroup, sessions: list[SessionVideos]) -> None:
-    """Raise :class:`DGPError` where a view's videos are not the size its camera was calibrated at."""
+    """Raise :class:`DGPError` where a view's videos are not the size its camera was calibrated at.
+
+    In the suffix layout (one video holds every view) each camera must be calibrated in the
+    pixels of the whole image.
+    """
     for session in sessions:
+        shared = len(set(session.videos)) < len(session.videos)
         for camera, video, size in zip(group.cameras, session.videos, session.frame_sizes, strict=True):
             if tuple(camera.size) != tuple(size):
                 raise DGPError(
                     f"video {video.name} is {size[0]}x{size[1]} but camera {camera.name!r} was calibrated "
                     f"at {camera.size[0]}x{camera.size[1]}",
                     video,
-                    hint="use the videos the calibration was made for (same resolution and crop)",
+                    hint=(
+                        "one image holds every view here: calibrate each camera in the pixels of the whole "
+                        "image (its principal point shifted to its view), as `dgp-pyro calibrate` does"
+                        if shared
+                        else "use the videos the calibration was made for (same resolution and crop)"
+                    ),
                 )
 
 
@@ -331,15 +367,16 @@ def skeleton_weights3d(
 
 @dataclass
 class SyncWindowPool:
-    """Decoded windows of synchronous frames of every view, at training size.
+    """Decoded windows of synchronous frames, at training size.
 
     Attributes:
-        frames: ``(P, T, V, H, W, 3)`` uint8.
+        frames: ``(P, T, I, H, W, 3)`` uint8, the ``I`` images of each frame (one per view in
+            the folders layout, the one image holding every view in the suffix layout).
         labels: ``(P, T, V, J, 2)`` training labels in training pixels, NaN where missing.
         sources: ``P`` (session, first frame) pairs.
     """
 
-    frames: UInt8[Tensor, "pool time views height width 3"]
+    frames: UInt8[Tensor, "pool time images height width 3"]
     labels: Float[Tensor, "pool time views keypoints 2"]
     sources: list[tuple[str, int]]
 
@@ -364,6 +401,7 @@ def build_sync_window_pool(
     seed: int,
     num_keypoints: int,
     labeled: list[tuple[str, int, int, np.ndarray]] = (),
+    channels: ViewChannels | None = None,
 ) -> SyncWindowPool:
     """Choose and decode the windows of a 3D run.
 
@@ -377,10 +415,14 @@ def build_sync_window_pool(
         labeled: ``(session, frame, view index, labels (J, 2) frame pixels)`` of the training
             samples; one window is centred (with a seeded jitter) on each labeled frame and
             holds that frame's labels in every view.
+        channels: which image of a frame holds each view (default: one per view); each image
+            (video) is decoded once.
     """
     rng = np.random.default_rng(seed)
     by_name = {s.name: s for s in sessions}
     V = len(sessions[0].videos) if sessions else 0
+    image_of = list(range(V)) if channels is None else list(channels.image)
+    n_images = max(image_of, default=-1) + 1
     grouped: dict[tuple[str, int], dict[int, np.ndarray]] = defaultdict(dict)
     for session, frame, view, points in labeled:
         if session in by_name and 0 <= frame < by_name[session].n_frames:
@@ -399,17 +441,18 @@ def build_sync_window_pool(
             session = usable[c]
             plan.append((session, int(rng.integers(0, session.n_frames - window + 1)), {}))
     W, H = int(size[0]), int(size[1])
-    frames = torch.zeros(len(plan), window, V, H, W, 3, dtype=torch.uint8)
+    frames = torch.zeros(len(plan), window, n_images, H, W, 3, dtype=torch.uint8)
     labels = torch.full((len(plan), window, V, num_keypoints, 2), float("nan"), dtype=torch.float32)
     readers: dict[Path, VideoReader] = {}
     order = sorted(range(len(plan)), key=lambda i: (plan[i][0].name, plan[i][1]))
     try:
         for i in order:
             session, start, window_labels = plan[i]
-            for v, video in enumerate(session.videos):
+            for image in range(n_images):
+                video = session.videos[image_of.index(image)]
                 reader = readers.get(video) or readers.setdefault(video, VideoReader(video))
                 decoded = [b for b, _ in reader.iter_batches(window, start=start, stop=start + window)]
-                frames[i, :, v] = resize_frames(torch.from_numpy(np.concatenate(decoded)), (W, H))
+                frames[i, :, image] = resize_frames(torch.from_numpy(np.concatenate(decoded)), (W, H))
             for offset, views in window_labels.items():
                 for v, points in views.items():
                     pixels = to_training_pixels(points, session.frame_sizes[v], (W, H))
@@ -420,18 +463,29 @@ def build_sync_window_pool(
     return SyncWindowPool(frames, labels, [(plan[i][0].name, plan[i][1]) for i in range(len(plan))])
 
 
-def _training_samples(setup, sessions: list[SessionVideos]) -> list[tuple[str, int, int, np.ndarray]]:
-    """``(session, frame, view, labels in frame pixels)`` of each training sample found in a video."""
-    samples = setup.project.network_samples()
-    video_of = {video: (s.name, v) for s in sessions for v, video in enumerate(s.videos)}
+def _training_samples(
+    setup, sessions: list[SessionVideos], channels: ViewChannels
+) -> list[tuple[str, int, int, np.ndarray]]:
+    """``(session, frame, view, labels (J, 2) in frame pixels)`` of the training samples found in a video.
+
+    A sample is one image; it gives labels in every view it holds (all of them in the suffix layout).
+    """
+    project = setup.project
+    samples = project.network_samples()
+    video_of = {
+        video: (s.name, image)
+        for s in sessions
+        for image, video in enumerate(channels.image_sources(s.videos))
+    }
     videos = list(video_of)
     out = []
     for i in setup.train_index:
         found = video_frame_of_image(samples.image_keys[i], videos)
         if found is None:
             continue
-        session, view = video_of[found[0]]
-        out.append((session, int(found[1]), view, samples.labels[i]))
+        session, image = video_of[found[0]]
+        for view in channels.views_of_image(image):
+            out.append((session, int(found[1]), view, project.labels[samples.frame_index[i], view]))
     return out
 
 
@@ -440,6 +494,35 @@ def _training_samples(setup, sessions: list[SessionVideos]) -> list[tuple[str, i
 
 def _device(network: nn.Module) -> torch.device:
     return next(network.parameters()).device
+
+
+def _pool_channels(pool: SyncWindowPool, channels: ViewChannels | None) -> ViewChannels:
+    if channels is not None:
+        return channels
+    V, J = pool.labels.shape[2], pool.labels.shape[3]
+    return ViewChannels.per_camera([f"view{v}" for v in range(V)], [f"keypoint{j}" for j in range(J)])
+
+
+def view_summaries(
+    network: nn.Module,
+    frames: UInt8[Tensor, "... images height width 3"],
+    channels: ViewChannels,
+    stride: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Soft-argmax ``mean (..., V, J, 2)``, ``cov (..., V, J, 2, 2)``, ``confidence (..., V, J)`` of frames.
+
+    Every image goes through ``network`` once (training pixels); :meth:`ViewChannels.summaries`
+    splits the channels into views.
+    """
+    batch = frames.shape[:-3]  # (..., I)
+    logits = network(normalize_images(frames.flatten(0, -4).to(_device(network))))
+    summary = soft_argmax(logits.float(), stride)
+    K = logits.shape[1]
+    return channels.summaries(
+        summary.mean.reshape(*batch, K, 2),
+        summary.cov.reshape(*batch, K, 2, 2),
+        summary.confidence.reshape(*batch, K),
+    )
 
 
 def mean_square_temporal_weights(
@@ -483,34 +566,29 @@ def estimate_temporal_weights3d(
     settings: Model3DSettings,
     strength: float,
     batch: int = 48,
+    channels: ViewChannels | None = None,
 ) -> np.ndarray:
     """Data-driven 3D :math:`w_t`: mean squared steps of the network's triangulated soft-argmax.
 
     See :func:`mean_square_temporal_weights`. A 3D point counts as confident where its second
     most confident view has a heatmap peak of at least 0.5 (two views see it); steps never
-    span two windows.
+    span two windows. ``channels``: the views in the network's output (default: one image per view).
     """
+    channels = _pool_channels(pool, channels)
     was_training = network.training
     network.eval()
-    _, T, V = pool.frames.shape[:3]
-    per_chunk = max(1, batch // (T * V))
+    _, T, n_images = pool.frames.shape[:3]
+    per_chunk = max(1, batch // (T * n_images))
     trajectories, confidences = [], []
     for start in range(0, len(pool), per_chunk):
         frames = pool.frames[start : start + per_chunk]
         w = frames.shape[0]
-        logits = network(normalize_images(frames.flatten(0, 2).to(_device(network))))
-        summary = soft_argmax(logits.float(), settings.stride)
-        shape = (w, T, V, logits.shape[1])
+        mean, cov, confidence = view_summaries(network, frames, channels, settings.stride)
         obs = triangulation_observations(
-            cameras,
-            summary.mean.reshape(*shape, 2),
-            summary.cov.reshape(*shape, 2, 2),
-            summary.confidence.reshape(shape),
-            robust=settings.robust,
-            iterations=settings.gauss_newton,
+            cameras, mean, cov, confidence, robust=settings.robust, iterations=settings.gauss_newton
         )
         points = obs.point.cpu().numpy()  # (w, T, J, 3)
-        conf = summary.confidence.reshape(shape).double().sort(dim=2, descending=True).values[:, :, 1]
+        conf = confidence.double().sort(dim=2, descending=True).values[:, :, 1]
         conf = conf.cpu().numpy()
         pad = np.full((w, 1) + points.shape[2:], np.nan)
         trajectories.append(np.concatenate([points, pad], axis=1).reshape(-1, *points.shape[2:]))
@@ -528,6 +606,7 @@ def calibrate_precision_scale(
     cameras: ViewCameras,
     settings: Model3DSettings,
     bounds: tuple[float, float] = (0.1, 1e4),
+    channels: ViewChannels | None = None,
 ) -> np.ndarray:
     r"""Per-keypoint precision scales that calibrate the 3D pseudo-observations on the labeled frames.
 
@@ -538,8 +617,9 @@ def calibrate_precision_scale(
     (a calibrated 3D Gaussian has a mean squared Mahalanobis distance of 3), clipped to
     ``bounds``; SVI refines it. Keypoints with fewer than 3 such frames get the median scale
     (1 when there is none). The labels are training labels, so the scale errs on the confident
-    side.
+    side. ``channels``: the views in the network's output (default: one image per view).
     """
+    channels = _pool_channels(pool, channels)
     was_training = network.training
     network.eval()
     mask = pool.mask  # (P, T, V, J)
@@ -548,18 +628,10 @@ def calibrate_precision_scale(
     sums, counts = np.zeros(J), np.zeros(J)
     for start in range(0, len(rows), 16):
         p, t = rows[start : start + 16].unbind(-1)
-        frames = pool.frames[p, t]  # (n, V, H, W, 3)
-        n, V = frames.shape[:2]
-        logits = network(normalize_images(frames.flatten(0, 1).to(_device(network))))
-        summary = soft_argmax(logits.float(), settings.stride)
-        shape = (n, V, J)
+        frames = pool.frames[p, t]  # (n, I, H, W, 3)
+        mean, cov, confidence = view_summaries(network, frames, channels, settings.stride)
         obs = triangulation_observations(
-            cameras,
-            summary.mean.reshape(*shape, 2),
-            summary.cov.reshape(*shape, 2, 2),
-            summary.confidence.reshape(shape),
-            robust=settings.robust,
-            iterations=settings.gauss_newton,
+            cameras, mean, cov, confidence, robust=settings.robust, iterations=settings.gauss_newton
         )
         labels = pool.labels[p, t].to(torch.float64)  # (n, V, J, 2)
         weight = (mask[p, t]).to(torch.float64).movedim(1, 0)  # (V, n, J)
@@ -602,8 +674,8 @@ def train_dgp3d(
 
     Raises:
         DGPError: besides :func:`~dgp_pyro.infer.supervised.prepare_training`'s checks, a
-            project that is not multi-view with one video per camera, a missing or mismatched
-            calibration, videos of different lengths in a session, no window of video.
+            single-view project, a missing or mismatched calibration (camera names, frame
+            sizes), videos of different lengths in a session, no window of video.
     """
     if config.model not in MODELS_3D:
         raise DGPError(f"train_dgp3d trains {', '.join(MODELS_3D)}, not {config.model!r}")
@@ -615,13 +687,14 @@ def train_dgp3d(
     group = load_calibration(project, options["calibration"])
     sessions = session_videos(project)
     check_frame_sizes(group, sessions)
-    settings = model_settings3d(config, options)
+    channels = ViewChannels.from_project(project)
+    settings = model_settings3d(config, options, channels)
     size = tuple(config.size)
     cameras = ViewCameras.from_group(group, sessions[0].frame_sizes, size, device=device)
 
     generator = seed_everything(config.seed)
     network = build_network_seeded(config).to(device)
-    keypoints = len(config.keypoints)
+    keypoints = len(channels.keypoints)
     samples = project.network_samples()
     train_frames = np.unique(samples.frame_index[setup.train_index])
     group.check_geometry()  # before triangulating: coinciding camera centres
@@ -660,7 +733,8 @@ def train_dgp3d(
         int(options["random_windows"]),
         config.seed,
         keypoints,
-        labeled=_training_samples(setup, sessions),
+        labeled=_training_samples(setup, sessions, channels),
+        channels=channels,
     )
     if len(pool) == 0:
         raise DGPError(
@@ -683,11 +757,13 @@ def train_dgp3d(
         if use_windows and not temporal_ready:
             if settings.temporal:
                 strength = float(options["temporal_strength"])
-                temporal = estimate_temporal_weights3d(network, pool, cameras, settings, strength)
+                temporal = estimate_temporal_weights3d(
+                    network, pool, cameras, settings, strength, channels=channels
+                )
                 with torch.no_grad():
                     weights.log_temporal.copy_(torch.as_tensor(temporal).log())
             if options["calibrate_precision"]:
-                scale = calibrate_precision_scale(network, pool, cameras, settings)
+                scale = calibrate_precision_scale(network, pool, cameras, settings, channels=channels)
                 with torch.no_grad():
                     correction.log_precision_scale.copy_(torch.as_tensor(scale).log())
             temporal_ready = True
@@ -695,19 +771,20 @@ def train_dgp3d(
         labeled_logits = network(normalize_images(images.to(device)))
         if use_windows:
             frames, window_labels, window_mask = pool.sample(int(options["windows_per_step"]), generator)
-            # every view of every frame of the windows; near-identical frames must not set the
-            # batch-norm statistics
+            # every image of every frame of the windows, once; near-identical frames must not set
+            # the batch-norm statistics
             with frozen_batch_norm(network):
                 window_logits = network(normalize_images(frames.flatten(0, 2).to(device)))
         points = points.to(device)
         labeled = LabeledBatch(labeled_logits, points, torch.isfinite(points).all(-1))
         windows = None
         if use_windows:
-            w, t, v = window_mask.shape[:3]
+            w, t, n_images = frames.shape[:3]
             windows = ViewWindowBatch(
-                window_logits.reshape(w, t, v, *window_logits.shape[1:]),
+                channels.select(window_logits.reshape(w, t, n_images, *window_logits.shape[1:]), tail=2),
                 window_labels.to(device),
                 window_mask.to(device),
+                channels.present(device),
             )
         return elbo_loss3d(network, settings, weights, correction, cameras, labeled, windows)
 

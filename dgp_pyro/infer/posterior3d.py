@@ -1,8 +1,10 @@
 r"""Whole-session 3D posteriors of a trained run, and their files.
 
 After training, the posterior over every frame of a session is the 3D guide run over the whole
-sequence: every view's video streams through the network (:func:`~dgp_pyro.infer.predict.predict_video`,
-frame pixels), the per-frame 3D pseudo-observations come from the robust, confidence-weighted,
+sequence: every video of the session streams through the network once (one per view, or the
+one video holding every view in the suffix layout; :func:`~dgp_pyro.infer.predict.predict_video`,
+frame pixels), :class:`~dgp_pyro.model.dgp3d.ViewChannels` splits its channels into the views,
+the per-frame 3D pseudo-observations come from the robust, confidence-weighted,
 linearised triangulation of the views' soft-argmax summaries
 (:func:`~dgp_pyro.model.dgp3d.triangulation_observations`, with the run's learned corrections),
 and the exact Gaussian chain smoother combines them with the 3D temporal and skeletal
@@ -39,6 +41,11 @@ Per view, a DeepLabCut prediction file ``<video stem>_<scorer>.h5`` / ``.csv``
 (:func:`~dgp_pyro.infer.predict.write_prediction_files`) of the reprojected posterior: ``x``,
 ``y``, ``likelihood`` (the view's own heatmap peak probability: whether *this view* saw the
 keypoint), ``x_std``, ``y_std`` and the interval columns ``x_lo90``, ``x_hi90``, ...
+
+Suffix layout (one video holds every view): the view files are ``<video stem>_<view>_<scorer>``
+with the keypoints that view has (named by body part), and ``<video stem>_<scorer>`` holds
+every channel of the video under the project's column names (``nose_top``, ``nose_bot``, ...),
+the layout of the labels and of a 2D run's predictions.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from jaxtyping import Float
 from dgp_pyro.atomic import atomic_path
 from dgp_pyro.data.cameras import CameraGroup
 from dgp_pyro.errors import DGPError
+from dgp_pyro.eval.calibration import interpolate_interval_scales
 from dgp_pyro.infer.dgp3d_train import (
     check_frame_sizes,
     load_calibration,
@@ -68,6 +76,7 @@ from dgp_pyro.infer.posterior import (
     DEFAULT_LEVELS,
     KeypointPosterior,
     interval_coverage,
+    interval_scales,
     level_tag,
     variance_scale,
 )
@@ -83,6 +92,7 @@ from dgp_pyro.model.dgp3d import (
     Model3DSettings,
     PotentialWeights3D,
     ViewCameras,
+    ViewChannels,
     corrected_observations,
     guide3d_from_observations,
     potential_arguments3d,
@@ -122,8 +132,11 @@ class Posterior3D:
         lower, upper: ``{level: (T, J, 3)}`` equal-tailed credible interval bounds.
         mean_2d: ``(T, V, J, 2)`` reprojected mean (frame pixels); cov_2d ``(T, V, J, 2, 2)``.
         lower_2d, upper_2d: ``{level: (T, V, J, 2)}``.
-        confidence: ``(T, V, J)`` each view's heatmap peak probability.
+        confidence: ``(T, V, J)`` each view's heatmap peak probability (0 where a view has no
+            heatmap of the keypoint).
         view_weight: ``(T, V, J)`` each view's effective weight in the pseudo-observation.
+        channels: where each view's heatmaps were in the network's output (None: one image
+            per view, every keypoint in every view).
     """
 
     keypoints: list[str]
@@ -139,6 +152,33 @@ class Posterior3D:
     upper: dict[float, np.ndarray] = field(default_factory=dict)
     lower_2d: dict[float, np.ndarray] = field(default_factory=dict)
     upper_2d: dict[float, np.ndarray] = field(default_factory=dict)
+    channels: ViewChannels | None = None
+
+    @property
+    def view_channels(self) -> ViewChannels:
+        """:attr:`channels`, or one image per view with every keypoint."""
+        if self.channels is not None:
+            return self.channels
+        return ViewChannels.per_camera(list(self.views), list(self.keypoints))
+
+    def select_2d(self, pairs: Sequence[tuple[int, int]]) -> tuple[NetworkSummaries, dict[str, np.ndarray]]:
+        """The reprojected posterior at ``(view, keypoint)`` pairs as 2D columns (frame pixels).
+
+        Returns the summaries (mean, covariance, confidence) and the interval columns
+        ``x_lo90``, ``x_hi90``, ... of a prediction file whose keypoints are the pairs.
+        """
+        v = np.array([p[0] for p in pairs], dtype=np.int64)
+        j = np.array([p[1] for p in pairs], dtype=np.int64)
+        summaries = NetworkSummaries(
+            self.mean_2d[:, v, j], self.cov_2d[:, v, j], self.confidence[:, v, j], self.frame_index
+        )
+        columns = {}
+        for level in sorted(self.lower_2d):
+            tag = level_tag(level)
+            for axis, name in enumerate("xy"):
+                columns[f"{name}_lo{tag}"] = self.lower_2d[level][:, v, j, axis]
+                columns[f"{name}_hi{tag}"] = self.upper_2d[level][:, v, j, axis]
+        return summaries, columns
 
     @property
     def std(self) -> Float[np.ndarray, "t j 3"]:
@@ -176,13 +216,16 @@ class Posterior3D:
         return columns
 
 
-def _intervals(mean: np.ndarray, std: np.ndarray, levels: Sequence[float]) -> tuple[dict, dict]:
+def _intervals(
+    mean: np.ndarray, std: np.ndarray, levels: Sequence[float], widening: dict[float, float]
+) -> tuple[dict, dict]:
+    # std: the smoother's (before recalibration); widening[level]: k_p of calibrate_posterior
     lower, upper = {}, {}
     for level in levels:
         if not 0.0 < float(level) < 1.0:
             raise ValueError(f"credible levels must be in (0, 1); got {level}")
-        z = NormalDist().inv_cdf(0.5 + float(level) / 2.0)
-        lower[level], upper[level] = mean - z * std, mean + z * std
+        half = NormalDist().inv_cdf(0.5 + float(level) / 2.0) * widening[float(level)] * std
+        lower[level], upper[level] = mean - half, mean + half
     return lower, upper
 
 
@@ -203,6 +246,15 @@ class PosteriorModel3D:
     group: CameraGroup | None = None
     #: factor on the posterior variances, fitted on held-out labels (posterior.calibrate_posterior)
     variance_scale: float = 1.0
+    #: where each view's heatmaps are in the network's output (None: one image per view)
+    channels: ViewChannels | None = None
+    #: per-level factors on the interval half-widths (posterior.calibrate_posterior; fitted on
+    #: the reprojected 2D intervals, applied to the 3D ones too, as the variance scale is)
+    interval_scales: dict[float, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.channels is None:
+            self.channels = ViewChannels.per_camera(list(self.views), list(self.keypoints))
 
     @classmethod
     def from_run(
@@ -211,17 +263,25 @@ class PosteriorModel3D:
         """The posterior model of a 3D run (or of a ``supervised`` run: no potentials).
 
         ``group``: the calibration (default: the run's project's, matched to its views);
-        ``calibrated``: with the run's fitted variance scale, if any.
+        ``calibrated``: with the run's fitted variance scale, if any. The keypoints are the
+        project's 3D keypoints (its body parts; the channels of a suffix-layout network are
+        their views).
         """
         config = run.config
-        settings = model_settings3d(config)
+        project = run.project()
+        channels = ViewChannels.from_project(project)
+        settings = model_settings3d(config, channels=channels)
         if group is None:
-            project = run.project()
             group = load_calibration(project, config.model_options.get("calibration"))
             views = list(project.views)
         else:
             views = list(group.names)
-        J = len(config.keypoints)
+            if channels.identity:
+                channels = ViewChannels.per_camera(views, channels.keypoints)
+            else:
+                group = group.match_views(list(channels.views))
+                views = list(channels.views)
+        J = len(channels.keypoints)
         weights = PotentialWeights3D(torch.ones(J), torch.ones(len(settings.edges)))
         correction = GuideCorrection3D(J)
         state = run.checkpoint()
@@ -236,7 +296,59 @@ class PosteriorModel3D:
             )
         cameras = ViewCameras.from_group(group)
         scale = variance_scale(run, calibrated)
-        return cls(settings, weights, correction, cameras, list(config.keypoints), views, group, scale)
+        return cls(
+            settings,
+            weights,
+            correction,
+            cameras,
+            list(channels.keypoints),
+            views,
+            group,
+            scale,
+            channels,
+            interval_scales(run, calibrated),
+        )
+
+    def image_videos(self, videos: Sequence[str | Path]) -> list[Path]:
+        """A session's videos, one per image of a synchronous frame (:meth:`ViewChannels.image_sources`).
+
+        Takes either those (one per view in the folders layout, the one video holding every view
+        in the suffix layout) or a per-view list such as :attr:`SessionVideos.videos`.
+
+        Raises:
+            DGPError: a video count that fits neither.
+        """
+        videos = [Path(v) for v in videos]
+        channels = self.channels
+        if len(videos) == channels.num_images:
+            return videos
+        if len(videos) == len(self.views) and channels.per_view(channels.image_sources(videos)) == videos:
+            return channels.image_sources(videos)
+        what = (
+            f"one video per view ({', '.join(self.views)})"
+            if channels.num_images == len(self.views)
+            else f"{channels.num_images} video(s) per session, each holding views "
+            + "; ".join(
+                ", ".join(self.views[v] for v in channels.views_of_image(i))
+                for i in range(channels.num_images)
+            )
+        )
+        raise DGPError(
+            f"{len(videos)} videos for a {len(self.views)}-view run: give {what}",
+            videos[0] if videos else None,
+            hint="give the videos of one session, in that order",
+        )
+
+    def summaries_of(
+        self, per_image: Sequence[NetworkSummaries]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-view ``mean (T, V, J, 2)``, ``cov``, ``confidence`` from each image's network summaries."""
+
+        def stack(attr: str) -> torch.Tensor:
+            return torch.as_tensor(np.stack([getattr(s, attr) for s in per_image], axis=1))
+
+        mean, cov, confidence = self.channels.summaries(stack("mean"), stack("cov"), stack("confidence"))
+        return mean.numpy(), cov.numpy(), confidence.numpy()
 
     @torch.no_grad()
     def posterior(
@@ -301,8 +413,10 @@ class PosteriorModel3D:
         cov_2d = cov_2d.movedim(0, 1).numpy()
         std = np.sqrt(np.clip(np.diagonal(cov_np, axis1=-2, axis2=-1), 0, None))
         std_2d = np.sqrt(np.clip(np.diagonal(cov_2d, axis1=-2, axis2=-1), 0, None))
-        lower, upper = _intervals(mean_np, std, levels)
-        lower_2d, upper_2d = _intervals(mean_2d, std_2d, levels)
+        widening = interpolate_interval_scales(self.interval_scales, levels, np.sqrt(self.variance_scale))
+        raw = 1.0 / np.sqrt(self.variance_scale)  # the intervals widen the smoother's spread
+        lower, upper = _intervals(mean_np, std * raw, levels, widening)
+        lower_2d, upper_2d = _intervals(mean_2d, std_2d * raw, levels, widening)
         V = len(self.cameras)
         return Posterior3D(
             keypoints=list(self.keypoints),
@@ -318,6 +432,7 @@ class PosteriorModel3D:
             upper=upper,
             lower_2d=lower_2d,
             upper_2d=upper_2d,
+            channels=self.channels,
         )
 
 
@@ -361,32 +476,31 @@ def videos_posterior3d(
     progress: bool = False,
     model: PosteriorModel3D | None = None,
 ) -> Posterior3D:
-    """The 3D posterior of synchronous videos, one per view in the run's view order.
+    """The 3D posterior of one session's synchronous videos.
+
+    ``videos``: one per view in the run's view order (folders layout), or the one video holding
+    every view (suffix layout); a per-view list naming that video once per view works too
+    (:meth:`PosteriorModel3D.image_videos`). Each video goes through the network once.
 
     Raises:
         DGPError: a video count that does not match the cameras, videos of different lengths,
             a frame size other than the calibration's.
     """
     model = PosteriorModel3D.from_run(run) if model is None else model
-    videos = [Path(v) for v in videos]
-    if len(videos) != len(model.views):
-        raise DGPError(
-            f"{len(videos)} videos for {len(model.views)} calibrated views ({', '.join(model.views)})",
-            videos[0] if videos else None,
-            hint="give one video per view, in that order",
-        )
-    session = synchronous_videos(videos[0].stem, videos, [v.name for v in videos])
+    videos = model.image_videos(videos)
+    per_view = model.channels.per_view(videos)
+    session = synchronous_videos(videos[0].stem, per_view, list(model.views))
     if model.group is not None:
         check_frame_sizes(model.group, [session])
     network = run.network() if network is None else network
-    views = [
+    per_image = [
         predict_video(
             network, video, run.size, batch_size=batch_size, start=start, stop=stop, progress=progress
         )
         for video in videos
     ]
-    stack = lambda attr: np.stack([getattr(s, attr) for s in views], axis=1)  # noqa: E731
-    return model.posterior(stack("mean"), stack("cov"), stack("confidence"), views[0].frame_index, levels)
+    mean, cov, confidence = model.summaries_of(per_image)
+    return model.posterior(mean, cov, confidence, per_image[0].frame_index, levels)
 
 
 def image_posteriors3d(
@@ -399,47 +513,133 @@ def image_posteriors3d(
 ) -> KeypointPosterior:
     """The reprojected 2D posterior at labeled images of a 3D run (one row per image).
 
-    Each image is a frame of one view of a session (DeepLabCut naming); its posterior is that
-    view's reprojection of the 3D posterior of the frame given ``context`` synchronous frames
-    on each side in every view. Rows are in frame pixels, like
+    A labeled image is one image of a synchronous frame (one view's image in the folders layout,
+    the image holding every view in the suffix layout); its row holds the network's channels
+    (``run.config.keypoints``), each the reprojection of the 3D posterior into that channel's
+    view. An image that is a frame of a session video (DeepLabCut naming) gets the posterior of
+    its frame given ``context`` synchronous frames on each side, as ``predict`` computes it; any
+    other labeled image (e.g. a mirror project's ``labeled-data/img07.png``) gets the
+    single-frame posterior of its labeled frame from every view's image of that frame (no
+    temporal context, the skeleton only). Rows are in frame pixels, like
     :func:`~dgp_pyro.infer.posterior.image_posteriors` of a 2D run.
 
     Raises:
-        DGPError: an image that is not a frame of one of the project's session videos.
+        DGPError: a key that is neither a frame of a session video nor a labeled image of the
+            project, or a labeled image whose size is not its camera's.
     """
     from dgp_pyro.data.windows import video_frame_of_image
 
     project = run.project()
-    sessions = session_videos(project)
-    where = {video: (session, v) for session in sessions for v, video in enumerate(session.videos)}
     model = PosteriorModel3D.from_run(run, calibrated=calibrated)
+    channels = model.channels
     network = run.network() if network is None else network
+    sessions = session_videos(project) if project.sessions else []
+    where = {
+        video: (session, image)
+        for session in sessions
+        for image, video in enumerate(channels.image_sources(session.videos))
+    }
+    samples = project.network_samples()
+    index_of = {key: i for i, key in enumerate(samples.image_keys)}
     windows: dict[tuple[str, int], tuple[Posterior3D, int]] = {}
-    parts = []
+    rows: list[tuple[tuple[str, int] | int, int]] = []  # (window or labeled frame, image)
+    single_frames: list[int] = []
     for key in image_keys:
         found = video_frame_of_image(key, list(where))
-        if found is None or found[1] >= where[found[0]][0].n_frames:
+        if found is not None and found[1] < where[found[0]][0].n_frames:
+            video, frame = found
+            session, image = where[video]
+            if (session.name, frame) not in windows:
+                start, stop = max(0, frame - context), min(session.n_frames, frame + context + 1)
+                posterior = videos_posterior3d(run, session.videos, levels, network, start, stop, model=model)
+                windows[(session.name, frame)] = (posterior, frame - start)
+            rows.append(((session.name, frame), image))
+            continue
+        if key not in index_of:
             raise DGPError(
-                f"labeled image {key!r} is not a frame of a session video",
+                f"image {key!r} is neither a frame of a session video nor a labeled image of the project",
                 project.root,
-                hint="a 3D run scores labeled images in their session's posterior (DeepLabCut naming)",
+                hint="a 3D run scores the project's labeled images",
             )
-        video, frame = found
-        session, view = where[video]
-        if (session.name, frame) not in windows:
-            start, stop = max(0, frame - context), min(session.n_frames, frame + context + 1)
-            posterior = videos_posterior3d(run, session.videos, levels, network, start, stop, model=model)
-            windows[(session.name, frame)] = (posterior, frame - start)
-        posterior, row = windows[(session.name, frame)]
-        parts.append((posterior, row, view))
+        i = index_of[key]
+        frame = int(samples.frame_index[i])
+        if frame not in single_frames:
+            single_frames.append(frame)
+        rows.append((frame, channels.image[int(samples.view_index[i])]))
+    singles = _labeled_frame_posteriors(run, project, model, network, single_frames, levels)
+    parts = []
+    for source, image in rows:
+        posterior, row = windows[source] if isinstance(source, tuple) else (singles[source], 0)
+        parts.append((posterior, row, channels.image_pairs(image)))
+
+    def gather(values, tail: tuple[int, ...]) -> np.ndarray:
+        if not parts:
+            return np.zeros((0, len(channels.channels), *tail))
+        return np.stack([values(p)[r, [v for v, _ in pairs], [j for _, j in pairs]] for p, r, pairs in parts])
+
     return KeypointPosterior(
-        mean=np.stack([p.mean_2d[r, v] for p, r, v in parts]).reshape(-1, len(run.config.keypoints), 2),
-        cov=np.stack([p.cov_2d[r, v] for p, r, v in parts]).reshape(-1, len(run.config.keypoints), 2, 2),
-        confidence=np.stack([p.confidence[r, v] for p, r, v in parts]).reshape(-1, len(run.config.keypoints)),
+        mean=gather(lambda p: p.mean_2d, (2,)),
+        cov=gather(lambda p: p.cov_2d, (2, 2)),
+        confidence=gather(lambda p: p.confidence, ()),
         frame_index=np.arange(len(parts)),
-        lower={lv: np.stack([p.lower_2d[lv][r, v] for p, r, v in parts]) for lv in levels} if parts else {},
-        upper={lv: np.stack([p.upper_2d[lv][r, v] for p, r, v in parts]) for lv in levels} if parts else {},
+        lower={lv: gather(lambda p, lv=lv: p.lower_2d[lv], (2,)) for lv in levels} if parts else {},
+        upper={lv: gather(lambda p, lv=lv: p.upper_2d[lv], (2,)) for lv in levels} if parts else {},
     )
+
+
+def _labeled_frame_posteriors(
+    run: Run,
+    project,
+    model: PosteriorModel3D,
+    network: torch.nn.Module,
+    frames: Sequence[int],
+    levels: Sequence[float],
+) -> dict[int, Posterior3D]:
+    """The single-frame 3D posterior of labeled frames ``frames`` from every view's labeled image.
+
+    All images go through the network in one batch; a view without an image of the frame
+    (folders layout) observes nothing.
+    """
+    from dgp_pyro.data.dataset import image_size
+    from dgp_pyro.infer.predict import predict_images
+
+    channels = model.channels
+    wanted = []  # (frame, image, path)
+    for frame in frames:
+        for image, path in enumerate(channels.image_sources(project.image_paths[frame])):
+            if path is None:
+                continue
+            size = tuple(image_size(path))
+            for v in channels.views_of_image(image):
+                camera = model.group.cameras[v] if model.group is not None else None
+                if camera is not None and tuple(camera.size) != size:
+                    raise DGPError(
+                        f"image {Path(path).name} is {size[0]}x{size[1]} but camera {camera.name!r} was "
+                        f"calibrated at {camera.size[0]}x{camera.size[1]}",
+                        path,
+                        hint="use the calibration made for these images (same resolution and crop)",
+                    )
+            wanted.append((frame, image, path))
+    predicted = predict_images(network, [path for _, _, path in wanted], run.size)
+    row_of = {(frame, image): r for r, (frame, image, _) in enumerate(wanted)}
+    K = len(channels.channels)
+    out = {}
+    for frame in frames:
+        per_image = []
+        for image in range(channels.num_images):
+            r = row_of.get((frame, image))
+            if r is None:
+                per_image.append(NetworkSummaries.empty(1, K))
+            else:
+                per_image.append(
+                    NetworkSummaries(
+                        predicted.mean[[r]], predicted.cov[[r]], predicted.confidence[[r]], np.array([frame])
+                    )
+                )
+        mean, cov, confidence = model.summaries_of(per_image)
+        confidence = np.nan_to_num(confidence, nan=0.0)
+        out[frame] = model.posterior(mean, cov, confidence, np.array([frame]), levels)
+    return out
 
 
 # --------------------------------------------------------------------------- files
@@ -491,10 +691,13 @@ def write_posterior3d(
     videos: Sequence[str | Path] | None = None,
     formats: Sequence[str] = ("h5", "csv"),
 ) -> list[Path]:
-    """Write ``<stem>_3d.{h5,csv}`` and one DeepLabCut file per view (module docstring); return the paths.
+    """Write ``<stem>_3d.{h5,csv}`` and the views' DeepLabCut files (module docstring); return the paths.
 
-    ``videos``: each view's video, naming its file ``<video stem>_<scorer>``; default
-    ``<stem>_<view>_<scorer>``.
+    ``videos``: each view's video (one per view, in view order), naming its file
+    ``<video stem>_<scorer>``; default ``<stem>_<view>_<scorer>``. Views that share a video (the
+    suffix layout) get ``<video stem>_<view>_<scorer>`` with the keypoints they have, and the
+    video's own ``<video stem>_<scorer>`` (default ``<stem>_<scorer>``) holds every channel of
+    the network under its name (``nose_top``, ...).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -510,14 +713,26 @@ def write_posterior3d(
             else:
                 raise ValueError(f"unknown format {fmt!r}")
         paths.append(path)
+    channels = posterior.view_channels
     for v, view in enumerate(posterior.views):
-        table = summaries_to_table(
-            posterior.view_summaries(v),
-            posterior.keypoints,
-            scorer,
-            extras=posterior.view_interval_columns(v),
-        )
-        name = prediction_stem(videos[v], scorer) if videos is not None else f"{stem}_{view}_{scorer}"
+        keep = [j for j, k in enumerate(channels.channel[v]) if k >= 0]
+        summaries, extras = posterior.select_2d([(v, j) for j in keep])
+        table = summaries_to_table(summaries, [posterior.keypoints[j] for j in keep], scorer, extras=extras)
+        shared = len(channels.views_of_image(channels.image[v])) > 1
+        if videos is None:
+            name = f"{stem}_{view}_{scorer}"
+        elif shared:
+            name = f"{Path(videos[v]).stem}_{view}_{scorer}"
+        else:
+            name = prediction_stem(videos[v], scorer)
+        paths.extend(write_prediction_files(table, out_dir, name, formats))
+    for image in range(channels.num_images):
+        views = channels.views_of_image(image)
+        if len(views) < 2:
+            continue
+        summaries, extras = posterior.select_2d(channels.image_pairs(image))
+        table = summaries_to_table(summaries, channels.channels, scorer, extras=extras)
+        name = f"{stem}_{scorer}" if videos is None else prediction_stem(videos[views[0]], scorer)
         paths.extend(write_prediction_files(table, out_dir, name, formats))
     return paths
 

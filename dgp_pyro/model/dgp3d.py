@@ -67,6 +67,12 @@ with ``d = 3`` and the 3D weights; SVI fits the corrections. For ``dgp3d_bones``
 terms are linearised (Gauss-Newton, :math:`\|d\| \approx u^\top d`, :math:`u = d_0 / \|d_0\|`)
 at the chain mean without them, twice, which adds :math:`w_b u u^\top` couplings inside each
 frame. Everything is vectorised over windows, frames, keypoints and views.
+
+**Views in the network's output** (:class:`ViewChannels`): the model and the guide take each
+view's heatmaps as ``(..., V, J, h, w)``. With one camera per image that is the network's
+output per image; in a mirror (suffix) project one image holds every view and its ``J V``
+channels are split into views by an index (each image goes through the network once). A view
+that lacks a keypoint adds neither a neural potential nor a pseudo-observation.
 """
 
 from __future__ import annotations
@@ -93,6 +99,7 @@ __all__ = [
     "VARIANTS_3D",
     "Model3DSettings",
     "ViewCameras",
+    "ViewChannels",
     "ViewWindowBatch",
     "PotentialWeights3D",
     "GuideCorrection3D",
@@ -292,6 +299,160 @@ class ViewCameras:
 
 
 # ----------------------------------------------------------------------------------------------
+# where each view's heatmaps are in the network's output
+
+
+@dataclass
+class ViewChannels:
+    r"""Where view :math:`v`'s heatmap of 3D keypoint :math:`j` is in the network's output.
+
+    A synchronous frame is ``I`` images, each mapped by the shared network to ``K`` heatmap
+    channels. In the *folders* layout (:meth:`per_camera`) there is one image per view and the
+    channels are the keypoints (``I = V``, ``K = J``); in the *suffix* layout (:meth:`suffix`:
+    a mirror, one image holds every view) there is one image whose ``K`` channels are the
+    ``<keypoint>_<view>`` columns (``I = 1``, ``K`` up to ``J V``). :meth:`select` turns any
+    per-image tensor ``(..., I, K, ...)`` (logits, soft-argmax summaries) into the per-view
+    ``(..., V, J, ...)`` tensors the model, the guide and the posterior take, so the rest of the
+    3D code never sees the layout. A view that lacks a keypoint (the mirror fixture's ``obs`` is
+    in the top view only) has channel -1: :attr:`present` is False there, its logits are
+    filled with zeros (a potential that does not depend on :math:`y`), masked out of the model
+    (:class:`ViewWindowBatch`) and given zero confidence (:meth:`summaries`).
+
+    Attributes:
+        views: the V view (camera) names.
+        keypoints: the J 3D keypoints (body parts).
+        channels: the K output channel names of the network, in order.
+        image: ``(V,)`` the image of a synchronous frame that holds view ``v``.
+        channel: ``(V, J)`` the channel of view ``v``'s keypoint ``j`` (-1: absent).
+    """
+
+    views: list[str]
+    keypoints: list[str]
+    channels: list[str]
+    image: list[int]
+    channel: list[list[int]]
+
+    def __post_init__(self) -> None:
+        V, J, K = len(self.views), len(self.keypoints), len(self.channels)
+        if len(self.image) != V or len(self.channel) != V or any(len(row) != J for row in self.channel):
+            raise ValueError(f"image needs {V} entries and channel {V} x {J}")
+        if sorted(set(self.image)) != list(range(max(self.image, default=-1) + 1)):
+            raise ValueError(f"image indices {self.image} must number the images 0 .. I-1")
+        if any(not -1 <= c < K for row in self.channel for c in row):
+            raise ValueError(f"channel indices must lie in [-1, {K})")
+
+    @classmethod
+    def per_camera(cls, views: list[str], keypoints: list[str]) -> ViewChannels:
+        """One image per view whose channels are the keypoints (the folders layout)."""
+        J = len(keypoints)
+        return cls(
+            list(views),
+            list(keypoints),
+            list(keypoints),
+            list(range(len(views))),
+            [list(range(J))] * len(views),
+        )
+
+    @classmethod
+    def suffix(cls, views: list[str], keypoints: list[str], channels: list[str]) -> ViewChannels:
+        """One image holding every view, channels named ``<keypoint>_<view>`` (the suffix layout)."""
+        index = {name: k for k, name in enumerate(channels)}
+        table = [[index.get(f"{kp}_{view}", -1) for kp in keypoints] for view in views]
+        used = {c for row in table for c in row if c >= 0}
+        orphans = [name for k, name in enumerate(channels) if k not in used]
+        if orphans:
+            raise ValueError(f"channel(s) {orphans} are no <keypoint>_<view> of {keypoints} x {views}")
+        return cls(list(views), list(keypoints), list(channels), [0] * len(views), table)
+
+    @classmethod
+    def from_project(cls, project) -> ViewChannels:
+        """The channels of a :class:`~dgp_pyro.data.project.Project`'s network (its view layout)."""
+        if project.view_layout == "suffix":
+            return cls.suffix(list(project.views), list(project.bodyparts), list(project.network_keypoints()))
+        return cls.per_camera(list(project.views), list(project.network_keypoints()))
+
+    @property
+    def num_images(self) -> int:
+        """``I``: images per synchronous frame."""
+        return max(self.image) + 1
+
+    @property
+    def identity(self) -> bool:
+        """One image per view, channel ``j`` = keypoint ``j`` everywhere: :meth:`select` is a no-op."""
+        J = len(self.keypoints)
+        return self.image == list(range(len(self.views))) and all(
+            row == list(range(J)) for row in self.channel
+        )
+
+    def present(self, device: torch.device | str | None = None) -> Bool[Tensor, "views keypoints"]:
+        """``(V, J)`` whether view ``v`` has a heatmap of keypoint ``j``."""
+        return torch.tensor(self.channel, device=device) >= 0
+
+    def keypoint_of(self, channel_name: str) -> int:
+        """The 3D keypoint ``j`` a channel (by name) is a view of."""
+        k = self.channels.index(channel_name)
+        return next(j for row in self.channel for j, c in enumerate(row) if c == k)
+
+    def views_of_image(self, image: int) -> list[int]:
+        """The views held by image ``image`` of a synchronous frame."""
+        return [v for v, i in enumerate(self.image) if i == image]
+
+    def image_sources(self, per_view: list) -> list:
+        """The ``I`` items (videos, image paths) of the images from a per-view list (first view of each)."""
+        return [per_view[self.views_of_image(i)[0]] for i in range(self.num_images)]
+
+    def per_view(self, per_image: list) -> list:
+        """The ``V`` items of the views from a per-image list."""
+        return [per_image[i] for i in self.image]
+
+    def image_pairs(self, image: int) -> list[tuple[int, int]]:
+        """``(v, j)`` of each output channel ``k`` of image ``image``, in channel order (-1, -1: none)."""
+        pairs = [(-1, -1)] * len(self.channels)
+        for v in self.views_of_image(image):
+            for j, k in enumerate(self.channel[v]):
+                if k >= 0:
+                    pairs[k] = (v, j)
+        return pairs
+
+    def select(self, x: Tensor, tail: int, fill: float = 0.0) -> Tensor:
+        """``(..., I, K, *rest)`` -> ``(..., V, J, *rest)`` (``tail = len(rest)``); absent pairs get ``fill``.
+
+        Differentiable (an index, no copy of the network's work): each image went through the
+        network once, and view ``v`` reads its channels.
+        """
+        if x.dim() < 2 + tail or x.shape[x.dim() - 2 - tail] != self.num_images:
+            raise ValueError(
+                f"expected (..., {self.num_images} images, {len(self.channels)} channels, ...), "
+                f"got {tuple(x.shape)}"
+            )
+        if self.identity:
+            return x
+        lead = x.dim() - 2 - tail
+        image = torch.tensor(self.image, device=x.device)[:, None]
+        channel = torch.tensor(self.channel, device=x.device).clamp(min=0)
+        out = x[(slice(None),) * lead + (image, channel)]
+        present = self.present(x.device)
+        if bool(present.all()):
+            return out
+        return torch.where(present.reshape(present.shape + (1,) * tail), out, torch.full_like(out, fill))
+
+    def summaries(
+        self, mean: Tensor, cov: Tensor, confidence: Tensor
+    ) -> tuple[
+        Float[Tensor, "... views keypoints 2"],
+        Float[Tensor, "... views keypoints 2 2"],
+        Float[Tensor, "... views keypoints"],
+    ]:
+        """Per-image soft-argmax summaries ``(..., I, K, ...)`` as per-view ones ``(..., V, J, ...)``.
+
+        An absent (view, keypoint) gets a NaN mean and covariance and zero confidence: it takes no
+        part in any triangulation, and its prediction files say the view never saw it.
+        """
+        nan = float("nan")
+        return self.select(mean, 1, nan), self.select(cov, 2, nan), self.select(confidence, 0, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------
 # batches, weights, corrections
 
 
@@ -299,12 +460,16 @@ class ViewCameras:
 class ViewWindowBatch:
     """Windows of synchronous frames of every view: the network's logits and any labels.
 
-    ``logits (W, T, V, J, h, w)``, ``labels (W, T, V, J, 2)`` training pixels, ``mask (W, T, V, J)``.
+    ``logits (W, T, V, J, h, w)`` (per view: :meth:`ViewChannels.select` of the network's
+    per-image output), ``labels (W, T, V, J, 2)`` training pixels, ``mask (W, T, V, J)``;
+    ``present (V, J)`` (:meth:`ViewChannels.present`, None: all) marks the views that have a
+    heatmap of a keypoint at all: the others add no neural potential and no pseudo-observation.
     """
 
     logits: Float[Tensor, "windows time views keypoints h w"]
     labels: Float[Tensor, "windows time views keypoints 2"]
     mask: Bool[Tensor, "windows time views keypoints"]
+    present: Bool[Tensor, "views keypoints"] | None = None
 
 
 class PotentialWeights3D(PotentialWeights):
@@ -635,7 +800,8 @@ def _fill_missing(labels: Tensor, mask: Tensor) -> Tensor:
 
 def _window_scale(settings: Model3DSettings, windows: ViewWindowBatch) -> float:
     _, time, views, keypoints = windows.mask.shape
-    return settings.unlabeled_weight / (time * views * keypoints)
+    pairs = views * keypoints if windows.present is None else max(1, int(windows.present.sum()))
+    return settings.unlabeled_weight / (time * pairs)
 
 
 def dgp3d_model(
@@ -668,6 +834,8 @@ def dgp3d_model(
         y2d = cams.project(Y).movedim(0, -3)  # (W, T, V, J, 2)
         logits = windows.logits
         neural = heatmap_potential(logits, y2d.to(logits.dtype), settings.stride, settings.heatmap_sigma)
+        if windows.present is not None:
+            neural = torch.where(windows.present, neural, torch.zeros_like(neural))
         pyro.factor("neural", -neural.flatten(1).sum(-1).to(Y.dtype))
         noise = dist.Normal(y2d, settings.label_sigma).mask(windows.mask[..., None]).to_event(4)
         pyro.sample("labels", noise, obs=_fill_missing(windows.labels, windows.mask).to(Y.dtype))
@@ -678,11 +846,14 @@ def window_observations(
 ) -> TriangulatedObservations:
     """The 3D pseudo-observations of a window batch (detached heatmaps and labels)."""
     summary = soft_argmax(windows.logits.detach(), settings.stride)
+    confidence = summary.confidence
+    if windows.present is not None:  # an absent view's (zero) heatmap observes nothing
+        confidence = torch.where(windows.present, confidence, torch.zeros_like(confidence))
     return triangulation_observations(
         cameras,
         summary.mean,
         summary.cov,
-        summary.confidence,
+        confidence,
         windows.labels,
         windows.mask,
         settings.label_sigma,

@@ -19,6 +19,15 @@ V calibrated cameras (:func:`~.render.make_cameras`) and a scene with a pillar a
 With one view the view token is left out of the names: ``videos/session0.mp4``,
 ``labeled-data/session0/`` and config.yaml has no ``multiview`` section.
 
+``layout="suffix"`` (V >= 2) writes the views as a mirror rig stores them: the V renderings of
+a frame side by side in one image (view ``v`` at ``x`` offset ``v W``), one video per session
+(``videos/session0.mp4``), one label folder (``labeled-data/session0/``) whose columns are
+``<keypoint>_<view>`` (view by view), and ``multiview: {views, layout: suffix}``. Its cameras
+work in the pixels of the whole image: each camera of ``calibration.toml`` has the composite
+size ``(V W, H)`` and its principal point shifted by its view's offset, so projecting the true
+3D points with it gives exactly the composite image's labels (and ``points_2d`` of the ground
+truth, which is in composite pixels too).
+
 Labels hold only the keypoints *visible* in that view (in the image and not hidden by the body,
 a pillar or the occluder); hidden keypoints are empty (NaN), as a human labeler would leave
 them. The labeled frames are spread over the video: evenly spaced with a seeded jitter, the
@@ -41,7 +50,11 @@ key                 shape, dtype     meaning
 ``skeleton``        (E, 2) i8        bones as keypoint indices
 ``bone_lengths``    (E,) f8          the fixed bone lengths (mm)
 ``fps``             () f8            frame rate
-``image_size``      (2,) i8          (W, H)
+``image_size``      (2,) i8          (W, H) of the video frames (``(V W, H)`` in the suffix
+                                     layout)
+``view_offsets``    (V, 2) f8        where each view's image starts in a frame (pixels; all
+                                     zero but in the suffix layout)
+``layout``          () str           ``folders`` (one view per video) or ``suffix``
 ``seed``            () i8            the seed of the project
 ``sessions``        (S,) str         session names (``session0``, ...)
 ==================  ===============  ========================================================
@@ -74,6 +87,7 @@ import yaml
 from PIL import Image
 
 from dgp_pyro.atomic import atomic_path, atomic_write_text
+from dgp_pyro.data.cameras import Camera, CameraGroup
 from dgp_pyro.data.labels import LabelTable, write_labels
 from dgp_pyro.data.synthetic.animal import (
     ARENA,
@@ -144,7 +158,56 @@ def _view_name(session: str, view: str, views: int) -> str:
     return f"{session}_{view}" if views > 1 else session
 
 
-def _readme(seed: int, views: int, frames: int, labeled: int, size, fps: float, sessions: int) -> str:
+#: How :func:`write_synthetic_project` stores the views.
+LAYOUTS = ("folders", "suffix")
+
+
+def side_by_side_cameras(cams: CameraGroup) -> CameraGroup:
+    """The cameras of a composite image holding every view side by side (view ``v`` at ``x = v W``).
+
+    Each camera keeps its pose, lens and focal length; its image is the composite ``(V W, H)``
+    and its principal point moves right by its view's offset, so it projects into the view's
+    part of the composite exactly where the view's own image would have the point, shifted.
+    """
+    widths = [int(c.size[0]) for c in cams.cameras]
+    height = int(cams.cameras[0].size[1])
+    if any(int(c.size[1]) != height for c in cams.cameras):
+        raise ValueError("side by side views need equal heights")
+    offsets = np.concatenate([[0], np.cumsum(widths)[:-1]])
+    out = []
+    for cam, offset in zip(cams.cameras, offsets, strict=True):
+        matrix = np.array(cam.matrix, dtype=np.float64)
+        matrix[0, 2] += float(offset)
+        out.append(Camera(cam.name, (int(sum(widths)), height), matrix, cam.dist, cam.rvec, cam.tvec))
+    return CameraGroup(out, metadata=dict(cams.metadata))
+
+
+def _write_composite(
+    root: Path,
+    session: str,
+    points_3d: np.ndarray,
+    cams: CameraGroup,
+    scene,
+    seed: int,
+    images: dict[int, str],
+    fps: float,
+) -> None:
+    """The suffix layout's video: every view rendered, then put side by side frame by frame."""
+    streams = [iter_view(points_3d, cam, scene, seed, v) for v, cam in enumerate(cams.cameras)]
+    composite = (np.concatenate(parts, axis=1) for parts in zip(*streams, strict=True))
+    folder = root / "labeled-data" / session
+    write_video(
+        root / "videos" / f"{session}.mp4",
+        _save_frames(composite, folder, images),
+        fps,
+        codec="libx264",
+        crf=18,
+    )
+
+
+def _readme(
+    seed: int, views: int, frames: int, labeled: int, size, fps: float, sessions: int, layout: str = "folders"
+) -> str:
     names = ", ".join(f"cam{v}" for v in range(views))
     return f"""# Synthetic multi-view mouse (dgp-pyro)
 
@@ -154,7 +217,7 @@ calibrated camera(s) ({names}); a dark bar (an experimenter's arm) passes in fro
 camera for a while. Written by `dgp_pyro.data.synthetic.write_synthetic_project` with
 
     seed={seed} views={views} frames={frames} labeled={labeled}
-    size={size[0]}x{size[1]} fps={fps:g} sessions={sessions}
+    size={size[0]}x{size[1]} fps={fps:g} sessions={sessions} layout={layout}
 
 - `videos/`: one video per session and camera; `labeled-data/`: {labeled} labeled frames per
   session and camera (DeepLabCut layout, scorer `{SCORER}`). Only keypoints visible in a view
@@ -177,6 +240,7 @@ def write_synthetic_project(
     size: tuple[int, int] = (160, 128),
     fps: float = 30.0,
     sessions: int = 1,
+    layout: str = "folders",
 ) -> Path:
     """Render the synthetic animal and write it as a DeepLabCut-style project at ``out``.
 
@@ -186,9 +250,11 @@ def write_synthetic_project(
         frames: frames per video T.
         labeled: labeled frames per session (the same frames in every view), 0 .. T.
         seed: the seed of everything (motion, cameras, scene, noise, labeled frames).
-        size: frame size (W, H), both even (the video format needs it).
+        size: frame size (W, H) of each view, both even (the video format needs it).
         fps: frame rate.
         sessions: number of sessions (separate recordings with the same cameras).
+        layout: ``"folders"`` (one video and label folder per view) or ``"suffix"`` (V >= 2:
+            every view side by side in one image, a mirror rig's layout; module docstring).
 
     Returns:
         The project folder (absolute).
@@ -207,6 +273,10 @@ def write_synthetic_project(
         raise DGPError(f"labeled must be between 0 and frames ({frames}), got {labeled}")
     if sessions < 1:
         raise DGPError(f"sessions must be at least 1, got {sessions}")
+    if layout not in LAYOUTS:
+        raise DGPError(f"unknown layout {layout!r}", hint=f"use one of {', '.join(LAYOUTS)}")
+    if layout == "suffix" and views < 2:
+        raise DGPError(f"the suffix layout needs at least 2 views, got {views}")
     if W < 16 or H < 16 or W % 2 or H % 2:
         raise DGPError(f"frame size {W}x{H} is not supported", hint="use an even width and height >= 16")
     if not (fps > 0 and np.isfinite(fps)):
@@ -220,7 +290,7 @@ def write_synthetic_project(
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        _write(tmp, views, frames, labeled, int(seed), (W, H), float(fps), sessions)
+        _write(tmp, views, frames, labeled, int(seed), (W, H), float(fps), sessions, layout)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
@@ -239,10 +309,16 @@ def _write(
     size: tuple[int, int],
     fps: float,
     sessions: int,
+    layout: str = "folders",
 ) -> None:
     W, H = size
     cams = make_cameras(views, size, seed)
     view_names = list(cams.names)
+    suffix = layout == "suffix"
+    # the cameras of the files: per view, or of the composite image in the suffix layout
+    written = side_by_side_cameras(cams) if suffix else cams
+    offsets = np.array([[v * W if suffix else 0, 0] for v in range(views)], dtype=np.float64)
+    columns = [f"{kp}_{view}" for view in view_names for kp in KEYPOINTS] if suffix else list(KEYPOINTS)
     session_names = [f"session{s}" for s in range(sessions)]
     digits = max(5, len(str(frames - 1)))
     truth: dict[str, np.ndarray] = {}
@@ -251,7 +327,9 @@ def _write(
         s_seed = session_seed(seed, s)
         points_3d, states = simulate_motion(frames, fps, s_seed, ARENA, return_states=True)
         scene = make_scene(cams, frames, s_seed, ARENA, fps=fps, points_3d=points_3d)
-        points_2d, visible = keypoint_visibility(points_3d, cams, scene)
+        points_2d, visible = keypoint_visibility(points_3d, cams, scene)  # each view in its own image
+        if suffix:  # composite pixels: exactly the composite cameras' projections
+            points_2d = np.moveaxis(written.project(points_3d), 0, 1)
         chosen = choose_labeled_frames(frames, labeled, s_seed)
         per_session = {
             "points_3d": points_3d,
@@ -262,11 +340,27 @@ def _write(
         }
         for key, value in per_session.items():
             truth[key if sessions == 1 else f"{session}/{key}"] = value
+        images = {int(t): f"img{int(t):0{digits}d}.png" for t in chosen}
+        if suffix:
+            _write_composite(root, session, points_3d, cams, scene, s_seed, images, fps)
+            video_sets[f"videos/{session}.mp4"] = {"crop": f"0, {views * W}, 0, {H}"}
+            if len(chosen):
+                keys = [f"labeled-data/{session}/{images[int(t)]}" for t in chosen]
+                coords = np.where(visible[chosen][..., None], points_2d[chosen], np.nan)
+                table = LabelTable(
+                    scorer=SCORER,
+                    image_keys=keys,
+                    keypoints=columns,
+                    coords=coords.reshape(len(chosen), -1, 2),
+                )
+                folder = root / "labeled-data" / session
+                write_labels(folder / f"CollectedData_{SCORER}.csv", table)
+                write_labels(folder / f"CollectedData_{SCORER}.h5", table)
+            continue
         for v, cam in enumerate(cams.cameras):
             name = _view_name(session, view_names[v], views)
             video = root / "videos" / f"{name}.mp4"
             folder = root / "labeled-data" / name
-            images = {int(t): f"img{int(t):0{digits}d}.png" for t in chosen}
             rendered = iter_view(points_3d, cam, scene, s_seed, v)
             write_video(video, _save_frames(rendered, folder, images), fps, codec="libx264", crf=18)
             video_sets[f"videos/{name}.mp4"] = {"crop": f"0, {W}, 0, {H}"}
@@ -284,12 +378,14 @@ def _write(
         skeleton=SKELETON_INDEX.astype(np.int64),
         bone_lengths=BONE_LENGTHS.copy(),
         fps=np.float64(fps),
-        image_size=np.array([W, H], dtype=np.int64),
+        image_size=np.array([views * W if suffix else W, H], dtype=np.int64),
+        view_offsets=offsets,
+        layout=np.array(layout),
         seed=np.int64(seed),
         sessions=np.array(session_names),
     )
     _write_npz(root / "ground_truth.npz", truth)
-    cams.to_toml(root / "calibration.toml")
+    written.to_toml(root / "calibration.toml")
 
     config: dict = {
         "Task": "synthetic",
@@ -298,8 +394,12 @@ def _write(
         "multianimalproject": False,
         "identity": None,
         "video_sets": video_sets,
-        "bodyparts": list(KEYPOINTS),
-        "skeleton": [[a, b] for a, b in SKELETON],
+        "bodyparts": columns,
+        "skeleton": (
+            [[f"{a}_{view}", f"{b}_{view}"] for view in view_names for a, b in SKELETON]
+            if suffix
+            else [[a, b] for a, b in SKELETON]
+        ),
         "start": 0,
         "stop": 1,
         "numframes2pick": labeled,
@@ -313,7 +413,7 @@ def _write(
         "default_net_type": "resnet_50",
     }
     if views > 1:
-        config["multiview"] = {"views": view_names, "layout": "folders"}
+        config["multiview"] = {"views": view_names, "layout": layout}
     config["synthetic"] = {
         "generator": "dgp_pyro.data.synthetic.write_synthetic_project",
         "seed": int(seed),
@@ -323,7 +423,8 @@ def _write(
         "size": [W, H],
         "fps": float(fps),
         "sessions": sessions,
+        "layout": layout,
         "units": "mm",
     }
     atomic_write_text(root / "config.yaml", yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
-    atomic_write_text(root / "README.md", _readme(seed, views, frames, labeled, size, fps, sessions))
+    atomic_write_text(root / "README.md", _readme(seed, views, frames, labeled, size, fps, sessions, layout))

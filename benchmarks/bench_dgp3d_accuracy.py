@@ -16,6 +16,9 @@ training never saw (world millimetres):
   variances chosen per keypoint by maximum marginal likelihood on a grid (type-II ML, a
   Kalman smoother with fitted noise); each frame's precision is scaled by its second most
   confident view's peak / 0.5 (at most 1), so unsure triangulations lean on their neighbours;
+- **(b2) Anipose**: when aniposelib is installed, Anipose's own optimised triangulation of the
+  same 2D output with its default settings and the skeleton as limb constraints
+  (:func:`anipose_triangulation`);
 - **(c) dgp3d**: the whole-session posterior of the dgp3d run
   (:class:`~dgp_pyro.infer.posterior3d.PosteriorModel3D`, as in
   :func:`~dgp_pyro.infer.posterior3d.session_posterior3d`).
@@ -118,6 +121,43 @@ def smoothed_triangulation(points: np.ndarray, weight: np.ndarray, levels=(0.5, 
         "temporal_weight": choice[:, 0],
         "noise_precision": choice[:, 1],
     }
+
+
+def anipose_triangulation(
+    calibration: Path, views: list[str], points: np.ndarray, scores: np.ndarray, edges: list[tuple[int, int]]
+) -> np.ndarray | None:
+    """Reference (b'): Anipose's own triangulation with its temporal and limb-length optimisation.
+
+    What an Anipose user runs on DeepLabCut output with ``triangulation.optim: true``: points
+    scoring below Anipose's default ``score_threshold`` (0.8) are dropped, the rest are
+    triangulated by aniposelib's DLT and refined by ``CameraGroup.optim_points`` with the skeleton
+    edges as limb-length constraints and Anipose's default weights (``scale_smooth`` 2,
+    ``scale_length`` 2, ``n_deriv_smooth`` 3, ``reproj_error_threshold`` 5 px), the cameras read
+    from the project's Anipose TOML by aniposelib itself. ``points (V, T, J, 2)``,
+    ``scores (V, T, J)``; returns ``(T, J, 3)``, or None when aniposelib is not installed
+    (``pip install aniposelib``).
+    """
+    try:
+        from aniposelib.cameras import CameraGroup as AniposeCameraGroup
+    except ImportError:
+        return None
+    cameras = AniposeCameraGroup.load(str(calibration)).subset_cameras_names(views)
+    V, T, J, _ = points.shape
+    points = np.where((scores < 0.8)[..., None], np.nan, points)
+    initial = cameras.triangulate(points.reshape(V, T * J, 2), progress=False).reshape(T, J, 3)
+    if np.isfinite(initial[..., 0]).sum() < 20:  # Anipose's own guard
+        return initial
+    return cameras.optim_points(
+        points,
+        initial,
+        constraints=[list(edge) for edge in edges],
+        scale_smooth=2,
+        scale_length=2,
+        scale_length_weak=1,
+        n_deriv_smooth=3,
+        reproj_error_threshold=5,
+        verbose=False,
+    )
 
 
 def coverage(lower: dict, upper: dict, truth: np.ndarray) -> dict[str, float]:
@@ -246,6 +286,16 @@ def main(argv: list[str] | None = None) -> dict:
         start = time.perf_counter()
         smoothed = smoothed_triangulation(dlt, np.clip(second / 0.5, 0.01, 1.0))
         seconds["smooth_dlt"] = time.perf_counter() - start
+        start = time.perf_counter()
+        anipose = anipose_triangulation(
+            project / "calibration.toml",
+            list(runs["supervised"].project().views),
+            mean2d,
+            conf,
+            runs["supervised"].project().network_skeleton(),
+        )
+        if anipose is not None:
+            seconds["anipose_optim"] = time.perf_counter() - start
         frames_model = PosteriorModel3D.from_run(runs["supervised"], group, calibrated=False)
         robust = frames_model.posterior(
             np.stack([s.mean for s in views], 1), np.stack([s.cov for s in views], 1), conf.transpose(1, 0, 2)
@@ -274,6 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     estimates.update({f"c_{m}" if m == "dgp3d" else m: p.mean for m, p in posteriors.items()})
     estimates.update(network_dlt)
+    if anipose is not None:
+        estimates["b2_anipose_optim"] = anipose
     result: dict = {
         "name": NAME,
         "project": project.name,
@@ -305,6 +357,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     result["hidden_ratio_c_over_a"] = hc / ha if ha else None
     result["hidden_ratio_c_over_b"] = hc / hb if hb else None
+    if anipose is not None:
+        result["ratio_c_over_b2_anipose"] = c / result["rmse_mm"]["b2_anipose_optim"]
+        result["hidden_ratio_c_over_b2_anipose"] = hc / result["rmse_hidden_mm"]["b2_anipose_optim"]
+    else:
+        result["b2_anipose_optim"] = "aniposelib not installed"
     result["coverage_3d"] = {m: coverage(p.lower, p.upper, truth) for m, p in posteriors.items()}
     result["coverage_3d"]["b_supervised_dlt_smoothed"] = coverage(smoothed["lower"], smoothed["upper"], truth)
     result["coverage_2d_reprojected"] = {

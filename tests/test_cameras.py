@@ -337,6 +337,22 @@ def test_toml_round_trip_is_exact_and_anipose_shaped(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["calibration.toml"]  # no temp file left
 
 
+def test_aniposelib_reads_our_toml_and_agrees(tmp_path):
+    """Anipose users can take our calibrations as they are: same projection, same DLT."""
+    anipose_cameras = pytest.importorskip("aniposelib.cameras")
+    group = make_rig(3)  # with lens distortion
+    path = tmp_path / "calibration.toml"
+    group.to_toml(path)
+    theirs = anipose_cameras.CameraGroup.load(str(path))
+    assert theirs.get_names() == group.names
+    points = random_points(200)
+    np.testing.assert_allclose(theirs.project(points), group.project(points), atol=1e-8)
+    observed = group.project(points)  # (V, N, 2)
+    np.testing.assert_allclose(
+        theirs.triangulate(observed, undistort=True), group.triangulate(observed), atol=1e-6
+    )
+
+
 def test_toml_cameras_sorted_numerically(tmp_path):
     text = ""
     for i in [10, 2, 0, 1, 3, 4, 5, 6, 7, 8, 9]:

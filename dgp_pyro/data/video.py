@@ -266,7 +266,7 @@ class VideoReader:
 
     def iter_batches(
         self, batch_size: int, start: int = 0, stop: int | None = None
-    ) -> Iterator[tuple[UInt8[np.ndarray, "batch height width 3"], Int[np.ndarray, "batch"]]]:
+    ) -> Iterator[tuple[UInt8[np.ndarray, "batch height width 3"], Int[np.ndarray, " batch"]]]:
         """Frames ``start .. stop - 1`` in order, as ``(frames (B, H, W, 3), indices (B,))``.
 
         Decodes sequentially with its own file handle (independent of :meth:`read`), so memory
@@ -288,7 +288,7 @@ class VideoReader:
 
     def _batches(
         self, batch_size: int, start: int, stop: int
-    ) -> Iterator[tuple[UInt8[np.ndarray, "batch height width 3"], Int[np.ndarray, "batch"]]]:
+    ) -> Iterator[tuple[UInt8[np.ndarray, "batch height width 3"], Int[np.ndarray, " batch"]]]:
         if start == stop:
             return
         sub = VideoReader.__new__(VideoReader)

@@ -1201,9 +1201,9 @@ def build_chain_precision(
 def smooth_keypoints(
     obs_mean: Float[Tensor, "T J d"],
     obs_precision: Float[Tensor, "T J d d"],
-    temporal_weight: Float[Tensor, "J"],
+    temporal_weight: Float[Tensor, " J"],
     skeleton_edges: Sequence[tuple[int, int]],
-    skeletal_weight: Float[Tensor, "E"] | float,
+    skeletal_weight: Float[Tensor, " E"] | float,
     levels: Sequence[float] = (0.5, 0.9, 0.95),
     ridge: float = 1e-6,
     obs_mask: Bool[Tensor, "T J"] | None = None,

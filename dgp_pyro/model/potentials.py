@@ -48,7 +48,7 @@ PRIOR_RIDGE = 1e-9
 class TemporalPotential:
     r"""Gaussian random walk per keypoint: :math:`\phi_t = \tfrac12 w_t^j \|y_{t+1,j} - y_{t,j}\|^2`."""
 
-    weight: Float[Tensor, "keypoints"]
+    weight: Float[Tensor, " keypoints"]
 
     def energy(self, y: Float[Tensor, "... time keypoints dim"]) -> Float[Tensor, "..."]:
         step = y[..., 1:, :, :] - y[..., :-1, :, :]
@@ -60,7 +60,7 @@ class SkeletalPotential:
     r"""Quadratic soft constraint on each edge: :math:`\phi_s = \tfrac12 w_s^{ij} \|y_{t,i} - y_{t,j}\|^2`."""
 
     edges: list[tuple[int, int]]
-    weight: Float[Tensor, "edges"]
+    weight: Float[Tensor, " edges"]
 
     def energy(self, y: Float[Tensor, "... time keypoints dim"]) -> Float[Tensor, "..."]:
         if not self.edges:
@@ -153,9 +153,9 @@ def keypoint_prior(
     num_frames: int,
     num_keypoints: int,
     dim: int,
-    temporal_weight: Float[Tensor, "keypoints"],
+    temporal_weight: Float[Tensor, " keypoints"],
     edges: list[tuple[int, int]],
-    skeletal_weight: Float[Tensor, "edges"],
+    skeletal_weight: Float[Tensor, " edges"],
 ) -> BlockTridiagonalGaussian:
     """The Gaussian Markov random field of the temporal and skeletal potentials over a window.
 

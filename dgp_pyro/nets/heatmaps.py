@@ -45,7 +45,7 @@ INFLATION_POWER = 8.0
 
 def heatmap_grid(
     h: int, w: int, stride: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-) -> tuple[Float[Tensor, "w"], Float[Tensor, "h"]]:
+) -> tuple[Float[Tensor, " w"], Float[Tensor, " h"]]:
     r"""Image-pixel centres of the heatmap cells.
 
     ``xs[j]`` :math:`= s j + \frac{s-1}{2}` (column :math:`j`), ``ys[i]`` :math:`= s i + \frac{s-1}{2}`
@@ -59,7 +59,7 @@ def heatmap_grid(
 
 
 def _axis_bumps(
-    y: Float[Tensor, "... 2"], xs: Float[Tensor, "w"], ys: Float[Tensor, "h"], sigma: float
+    y: Float[Tensor, "... 2"], xs: Float[Tensor, " w"], ys: Float[Tensor, " h"], sigma: float
 ) -> tuple[Float[Tensor, "... w"], Float[Tensor, "... h"]]:
     # The 2D Gaussian is separable: t_ij = gy_i * gx_j, which keeps every cost O(h + w) per point.
     scale = -0.5 / float(sigma) ** 2
@@ -254,8 +254,8 @@ def _clamp_eigenvalues(m: Tensor, low: Tensor | float, high: Tensor | float | No
 def _fit_window_gaussian(
     weights: Float[Tensor, "n cells"],
     inside: Bool[Tensor, "n cells"],
-    u: Float[Tensor, "cells"],
-    v: Float[Tensor, "cells"],
+    u: Float[Tensor, " cells"],
+    v: Float[Tensor, " cells"],
     lo: Float[Tensor, "n 2"],
     hi: Float[Tensor, "n 2"],
     iterations: int,

@@ -741,8 +741,8 @@ def plot_skeleton_3d(
 
 
 def plot_coverage(
-    levels: Float[np.ndarray, "L"],
-    coverage: Mapping[str, Float[np.ndarray, "L"]],
+    levels: Float[np.ndarray, " L"],
+    coverage: Mapping[str, Float[np.ndarray, " L"]],
     title: str | None = None,
     n: Mapping[str, int] | None = None,
 ) -> Figure:
@@ -946,7 +946,7 @@ def plot_contact_sheet(
     keypoint_names: Sequence[str],
     titles: Sequence[str] | None = None,
     columns: int = 4,
-    visible: Sequence[Bool[np.ndarray, "K"]] | None = None,
+    visible: Sequence[Bool[np.ndarray, " K"]] | None = None,
 ) -> Figure:
     """A grid of frames with their keypoints and skeleton; hidden keypoints as hollow markers.
 

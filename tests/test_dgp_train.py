@@ -109,6 +109,13 @@ def test_predict_writes_posterior_columns_and_evaluate_reports_coverage(dgp_run,
     for key in ("rmse_px", "median_px", "pck_5px", "coverage_50", "coverage_90", "coverage_95"):
         assert key in result
     assert 0.0 <= result["coverage_95"] <= 1.0
+    # out-of-sample coverage, from the recalibration at the end of training
+    calibration = json.loads((dgp_run / "posterior_calibration.json").read_text())
+    for level, value in calibration["coverage_leave_one_out"].items():
+        assert result[f"coverage_loo_{float(level) * 100:g}"] == value
+    code, stdout, stderr = cli("evaluate", dgp_run)
+    assert code == 0, stderr
+    assert "leave one image out" in stdout
 
 
 def test_variant_without_video_is_refused(project, tmp_path):
@@ -195,6 +202,40 @@ def test_interval_scales_calibrate_heavy_tailed_errors_at_every_level():
     assert set(few) == {0.5, 0.9}  # 10 coordinates cannot place a 95 % bound: that level is left out
 
 
+def test_leave_one_out_coverage_is_honest_where_in_sample_coverage_is_not():
+    """Left-out images get nominal coverage when they are like the rest, and less when not."""
+    from dgp_pyro.eval.calibration import fit_interval_scales, leave_one_out_coverage
+
+    rng = np.random.default_rng(2)
+    levels = (0.5, 0.9, 0.95)
+    std = rng.uniform(1.0, 3.0, size=(150, 12, 2))  # 150 images of 12 keypoints
+    errors = std * rng.standard_t(3.0, size=std.shape)
+    coverage, n = leave_one_out_coverage(np.zeros_like(errors), std, errors, levels)
+    assert n == errors.size and set(coverage) == set(levels)
+    for level in levels:
+        assert abs(coverage[level] - level) < 0.02
+    # Errors that share a cause within an image (a per-image scale) and few images, as in a
+    # run's held-out set: in sample the 95 % intervals cover 95 % by construction, while fresh
+    # images get less; left out one image at a time, the estimate moves to the fresh figure.
+    in_sample, left_out, fresh = [], [], []
+    for seed in range(20):
+        rng = np.random.default_rng(100 + seed)
+        std = rng.uniform(1.0, 3.0, size=(210, 12, 2))
+        errors = std * np.exp(rng.normal(size=(210, 1, 1))) * rng.standard_normal(std.shape)
+        held, new = slice(0, 10), slice(10, None)  # 10 held-out images, 200 fresh ones
+        scales, _ = fit_interval_scales(np.zeros_like(errors[held]), std[held], errors[held], levels)
+        inside = np.abs(errors) <= norm.ppf(0.5 + 0.95 / 2) * scales[0.95] * std
+        in_sample.append(inside[held].mean())
+        fresh.append(inside[new].mean())
+        loo, _ = leave_one_out_coverage(np.zeros((10, 12, 2)), std[held], errors[held], levels)
+        left_out.append(loo[0.95])
+    in_sample, left_out, fresh = (float(np.mean(v)) for v in (in_sample, left_out, fresh))
+    assert in_sample >= 0.95 and fresh < 0.94
+    assert fresh < left_out < in_sample - 0.01  # closer to what fresh images get
+    # one image (or none) with a truth: nothing to leave out
+    assert leave_one_out_coverage(np.zeros((1, 3, 2)), np.ones((1, 3, 2)), np.ones((1, 3, 2))) == ({}, 6)
+
+
 def test_training_with_held_out_labels_recalibrates_the_posterior(dgp_run):
     from dgp_pyro.eval.arviz_export import held_out_images
     from dgp_pyro.infer.posterior import POSTERIOR_CALIBRATION, image_posteriors
@@ -217,3 +258,6 @@ def test_training_with_held_out_labels_recalibrates_the_posterior(dgp_run):
     n = info["n_coordinates"]
     for level in (0.5, 0.9, 0.95):
         assert level - 1.0 / n <= coverage[f"coverage_{level * 100:g}"] <= level + 2.0 / n
+    # and out of sample, each image scored by widths fitted on the others, are reported
+    assert set(info["coverage_leave_one_out"]) == {"0.5", "0.9", "0.95"}
+    assert all(0.0 <= c <= 1.0 for c in info["coverage_leave_one_out"].values())

@@ -307,6 +307,14 @@ def _score_run(
             "(posterior_calibration.json), so this coverage is in-sample; judge calibration on "
             "other labels or ground truth"
         )
+        fitted = json.loads((run.path / POSTERIOR_CALIBRATION).read_text())
+        loo = fitted.get("coverage_leave_one_out", {})
+        if loo:
+            shares = ", ".join(
+                f"{float(level) * 100:g} %: {value * 100:.1f} %"
+                for level, value in sorted(loo.items(), key=lambda item: float(item[0]))
+            )
+            row["calibration"] += f" (leaving one held-out image out at a time, the intervals cover {shares})"
     n_labels = int(np.isfinite(held.labels).all(-1).sum())
     row["n_labels"] = n_labels
     if n_labels == 0:

@@ -12,8 +12,11 @@ and ``coverage_50``, ``coverage_90``, ``coverage_95``: the share of
 held-out label coordinates inside each equal-tailed posterior interval. Training fits the
 posterior's variance scale to these same labels
 (:func:`~dgp_pyro.infer.posterior.calibrate_posterior`), so their coverage is in-sample:
-``posterior_variance_scale`` and ``variance_scale_fitted_on_heldout`` say so; judge
-calibration on ground truth or other labels.
+``posterior_variance_scale`` and ``variance_scale_fitted_on_heldout`` say so. What new frames
+can expect is ``coverage_loo_50``, ``coverage_loo_90``, ``coverage_loo_95``: each held-out image
+scored by intervals recalibrated on the other held-out images only
+(:func:`~dgp_pyro.eval.calibration.leave_one_out_coverage`; None for runs trained before it, or
+with fewer than two held-out images); ground truth or other labels judge it best.
 
 **Ground truth** (``--truth``): every frame of the project's videos is predicted and compared
 with the true 2D points of a ``ground_truth.npz`` (synthetic projects: ``points_2d (T, V, J,
@@ -497,11 +500,17 @@ def evaluate_run(
     network = _NetworkOnce(run, device)
     result: dict[str, Any] = {"run": str(run.path), "model": run.config.model, "scorer": run.scorer}
     result.update(evaluate_test_images(run, project, network, batch_size, use_cache))
-    from dgp_pyro.infer.posterior import POSTERIOR_CALIBRATION, variance_scale
+    from dgp_pyro.infer.posterior import POSTERIOR_CALIBRATION, level_tag, variance_scale
 
-    # Coverage on the held-out labels is in-sample when the variances were fitted to them.
+    # Coverage on the held-out labels is in-sample when the variances were fitted to them;
+    # the leave-one-out figures from the calibration are not.
     result["posterior_variance_scale"] = variance_scale(run)
-    result["variance_scale_fitted_on_heldout"] = (run.path / POSTERIOR_CALIBRATION).is_file()
+    calibration_file = run.path / POSTERIOR_CALIBRATION
+    result["variance_scale_fitted_on_heldout"] = calibration_file.is_file()
+    out_of_sample = json.loads(calibration_file.read_text()) if calibration_file.is_file() else {}
+    out_of_sample = {float(k): v for k, v in out_of_sample.get("coverage_leave_one_out", {}).items()}
+    for level in LEVELS:
+        result[f"coverage_loo_{level_tag(level)}"] = out_of_sample.get(float(level))
     if truth is not None:
         if truth == PROJECT_TRUTH:
             if project.ground_truth is None:
@@ -547,6 +556,13 @@ def run(args: argparse.Namespace) -> int:
     if result.get("n"):
         print(f"mean pose    rmse {result['mean_pose_rmse_px']:.2f} px (predicting the mean training pose)")
         print(format_table(result, title="held-out labeled frames"))
+        loo = {tag: result.get(f"coverage_loo_{tag}") for tag in ("50", "90", "95")}
+        if all(value is not None for value in loo.values()):
+            print(
+                "coverage     "
+                + ", ".join(f"{tag} % {value:.2f}" for tag, value in loo.items())
+                + " (leave one image out: what new frames can expect)"
+            )
         for view, stats in result.get("per_view", {}).items():
             if stats["n"]:
                 print(

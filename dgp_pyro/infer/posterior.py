@@ -287,7 +287,12 @@ def calibrate_posterior(run: Run, levels: Sequence[float] = DEFAULT_LEVELS) -> d
     """
     from dgp_pyro.atomic import atomic_write_json
     from dgp_pyro.eval.arviz_export import held_out_images
-    from dgp_pyro.eval.calibration import coverage_curve, fit_interval_scales, fit_variance_scale
+    from dgp_pyro.eval.calibration import (
+        coverage_curve,
+        fit_interval_scales,
+        fit_variance_scale,
+        leave_one_out_coverage,
+    )
 
     held = held_out_images(run)
     if not len(held) or not np.isfinite(held.labels).any():
@@ -297,6 +302,7 @@ def calibrate_posterior(run: Run, levels: Sequence[float] = DEFAULT_LEVELS) -> d
     scales, _ = fit_interval_scales(posterior.mean, posterior.std, held.labels, levels)
     _, before, _ = coverage_curve(posterior, held.labels, levels)
     _, after, _ = coverage_curve((posterior.mean, posterior.std * np.sqrt(scale)), held.labels, levels)
+    out_of_sample, _ = leave_one_out_coverage(posterior.mean, posterior.std, held.labels, levels)
     info = {
         "variance_scale": scale,
         "interval_scales": {str(level): k for level, k in scales.items()},
@@ -305,6 +311,8 @@ def calibrate_posterior(run: Run, levels: Sequence[float] = DEFAULT_LEVELS) -> d
         "levels": [float(lv) for lv in levels],
         "coverage_before": [float(c) for c in before],
         "coverage_after": [float(c) for c in after],
+        # what new frames can expect: each held-out image scored by intervals fitted on the others
+        "coverage_leave_one_out": {str(level): c for level, c in out_of_sample.items()},
     }
     atomic_write_json(run.path / POSTERIOR_CALIBRATION, info)
     return info

@@ -282,7 +282,12 @@ def _score_run(
         run_label_sigma,
     )
     from dgp_pyro.eval.calibration import calibration_note, coverage_curve
-    from dgp_pyro.infer.posterior import POSTERIOR_CALIBRATION, image_posteriors, level_tag
+    from dgp_pyro.infer.posterior import (
+        POSTERIOR_CALIBRATION,
+        image_posteriors,
+        level_tag,
+        out_of_sample_coverage,
+    )
 
     row = _empty_row(name, "run", path, run.config.model, levels)
     row["elbo_per_frame"] = elbo_per_frame(run.path)
@@ -307,13 +312,9 @@ def _score_run(
             "(posterior_calibration.json), so this coverage is in-sample; judge calibration on "
             "other labels or ground truth"
         )
-        fitted = json.loads((run.path / POSTERIOR_CALIBRATION).read_text())
-        loo = fitted.get("coverage_leave_one_out", {})
+        loo = out_of_sample_coverage(run)
         if loo:
-            shares = ", ".join(
-                f"{float(level) * 100:g} %: {value * 100:.1f} %"
-                for level, value in sorted(loo.items(), key=lambda item: float(item[0]))
-            )
+            shares = ", ".join(f"{lv * 100:g} %: {share * 100:.1f} %" for lv, share in sorted(loo.items()))
             row["calibration"] += f" (leaving one held-out image out at a time, the intervals cover {shares})"
     n_labels = int(np.isfinite(held.labels).all(-1).sum())
     row["n_labels"] = n_labels

@@ -500,15 +500,18 @@ def evaluate_run(
     network = _NetworkOnce(run, device)
     result: dict[str, Any] = {"run": str(run.path), "model": run.config.model, "scorer": run.scorer}
     result.update(evaluate_test_images(run, project, network, batch_size, use_cache))
-    from dgp_pyro.infer.posterior import POSTERIOR_CALIBRATION, level_tag, variance_scale
+    from dgp_pyro.infer.posterior import (
+        POSTERIOR_CALIBRATION,
+        level_tag,
+        out_of_sample_coverage,
+        variance_scale,
+    )
 
     # Coverage on the held-out labels is in-sample when the variances were fitted to them;
     # the leave-one-out figures from the calibration are not.
     result["posterior_variance_scale"] = variance_scale(run)
-    calibration_file = run.path / POSTERIOR_CALIBRATION
-    result["variance_scale_fitted_on_heldout"] = calibration_file.is_file()
-    out_of_sample = json.loads(calibration_file.read_text()) if calibration_file.is_file() else {}
-    out_of_sample = {float(k): v for k, v in out_of_sample.get("coverage_leave_one_out", {}).items()}
+    result["variance_scale_fitted_on_heldout"] = (run.path / POSTERIOR_CALIBRATION).is_file()
+    out_of_sample = out_of_sample_coverage(run)
     for level in LEVELS:
         result[f"coverage_loo_{level_tag(level)}"] = out_of_sample.get(float(level))
     if truth is not None:

@@ -37,6 +37,13 @@ __all__ = [
 DEFAULT_CURVE_LEVELS = np.linspace(0.05, 0.95, 19)
 
 
+def _normalised_errors(mean: np.ndarray, std: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """:math:`|t - m| / s` of the coordinates that can be scored (truth, mean and a positive finite std)."""
+    mean, std, truth = (np.asarray(a, dtype=np.float64) for a in (mean, std, truth))
+    ok = np.isfinite(truth) & np.isfinite(mean) & np.isfinite(std) & (std > 0)
+    return np.abs(truth[ok] - mean[ok]) / std[ok]
+
+
 def coverage_curve(
     posterior: KeypointPosterior | tuple[np.ndarray, np.ndarray],
     truth: Float[np.ndarray, "... 2"],
@@ -67,11 +74,10 @@ def coverage_curve(
     levels = np.asarray(levels, dtype=np.float64).ravel()
     if np.any(~((levels > 0) & (levels < 1))):
         raise ValueError("levels must lie strictly between 0 and 1 (0.9 is 90 %)")
-    ok = np.isfinite(truth) & np.isfinite(mean) & np.isfinite(std) & (std > 0)
-    n = int(ok.sum())
+    z = _normalised_errors(mean, std, truth)
+    n = int(z.size)
     if n == 0:
         return levels, np.full(levels.shape, np.nan), 0
-    z = np.abs(truth[ok] - mean[ok]) / std[ok]
     half = norm.ppf(0.5 + levels / 2.0)
     coverage = (z[None, :] <= half[:, None]).mean(axis=1)
     return levels, coverage, n
@@ -97,12 +103,10 @@ def fit_variance_scale(
     Returns:
         ``(c, n)``: ``c = 1`` when no coordinate has a truth (``n = 0``).
     """
-    mean, std, truth = (np.asarray(a, dtype=np.float64) for a in (mean, std, truth))
-    ok = np.isfinite(truth) & np.isfinite(mean) & np.isfinite(std) & (std > 0)
-    n = int(ok.sum())
+    z = _normalised_errors(mean, std, truth)
+    n = int(z.size)
     if n == 0:
         return 1.0, 0
-    z = np.abs(truth[ok] - mean[ok]) / std[ok]
     levels = np.asarray(levels, dtype=np.float64)
     half = norm.ppf(0.5 + levels / 2.0)
     log_c = np.linspace(-8.0, 8.0, 3201)
@@ -136,9 +140,7 @@ def fit_interval_scales(
     Returns:
         ``({level: k_p}, n)``.
     """
-    mean, std, truth = (np.asarray(a, dtype=np.float64) for a in (mean, std, truth))
-    ok = np.isfinite(truth) & np.isfinite(mean) & np.isfinite(std) & (std > 0)
-    z = np.sort(np.abs(truth[ok] - mean[ok]) / std[ok])
+    z = np.sort(_normalised_errors(mean, std, truth))
     n = int(z.size)
     scales = {}
     for level in levels:
@@ -185,22 +187,21 @@ def leave_one_out_coverage(
         images have one.
     """
     mean, std, truth = (np.asarray(a, dtype=np.float64) for a in (mean, std, truth))
-    ok = np.isfinite(truth) & np.isfinite(mean) & np.isfinite(std) & (std > 0)
-    scored = np.flatnonzero(ok.reshape(len(ok), -1).any(-1))
+    per_image = [_normalised_errors(mean[i], std[i], truth[i]) for i in range(len(mean))]
+    n = sum(z.size for z in per_image)
+    scored = [i for i, z in enumerate(per_image) if z.size]
     if len(scored) < 2:
-        return {}, int(ok.sum())
+        return {}, n
     levels = [float(level) for level in levels]
     inside = {level: [] for level in levels}
     for i in scored:
-        rest = np.arange(len(ok)) != i
+        rest = np.arange(len(mean)) != i
         scale, _ = fit_variance_scale(mean[rest], std[rest], truth[rest], levels)
         fitted, _ = fit_interval_scales(mean[rest], std[rest], truth[rest], levels)
         widening = interpolate_interval_scales(fitted, levels, np.sqrt(scale))
-        error = np.abs(truth[i] - mean[i])[ok[i]]
         for level in levels:
-            half = widening[level] * norm.ppf(0.5 + level / 2.0) * std[i][ok[i]]
-            inside[level].append(error <= half)
-    return {level: float(np.concatenate(v).mean()) for level, v in inside.items()}, int(ok.sum())
+            inside[level].append(per_image[i] <= widening[level] * norm.ppf(0.5 + level / 2.0))
+    return {level: float(np.concatenate(v).mean()) for level, v in inside.items()}, n
 
 
 def calibration_note(

@@ -63,6 +63,27 @@ def interval_scales(run: Run, calibrated: bool = True) -> dict[float, float]:
     return {float(level): float(k) for level, k in fitted.items()}
 
 
+def out_of_sample_coverage(run: Run) -> dict[float, float]:
+    """Coverage per level of the run's recalibrated intervals, leaving one held-out image out at a time.
+
+    From :func:`calibrate_posterior` (:func:`~dgp_pyro.eval.calibration.leave_one_out_coverage`);
+    empty for a run without it.
+    """
+    fitted = _calibration(run, calibrated=True).get("coverage_leave_one_out", {})
+    return {float(level): float(c) for level, c in fitted.items()}
+
+
+def interval_widening(
+    interval_scales: dict[float, float], variance_scale: float, levels: Sequence[float]
+) -> dict[float, float]:
+    r""":math:`k_p` per level: how much wider than the smoother's Gaussian each interval is.
+
+    The fitted per-level factors, interpolated; :math:`\sqrt{c}` of the variance scale where
+    none was fitted.
+    """
+    return interpolate_interval_scales(interval_scales, levels, np.sqrt(variance_scale))
+
+
 @dataclass
 class KeypointPosterior:
     """Marginal posterior per frame and keypoint, in the frames' own pixels.
@@ -128,10 +149,6 @@ class PosteriorModel:
     #: per-level factors on the interval half-widths, fitted likewise (empty: ``sqrt(variance_scale)``)
     interval_scales: dict[float, float] = field(default_factory=dict)
 
-    def interval_widening(self, levels: Sequence[float]) -> dict[float, float]:
-        """:math:`k_p` per level: how much wider than the smoother's Gaussian each interval is."""
-        return interpolate_interval_scales(self.interval_scales, levels, np.sqrt(self.variance_scale))
-
     @classmethod
     def from_run(cls, run: Run, calibrated: bool = True) -> PosteriorModel:
         """The run's posterior model; ``calibrated``: with its fitted variance scale, if any."""
@@ -179,7 +196,8 @@ class PosteriorModel:
         )
         scale = factor[:, None] * factor[None, :]
         mean = smoothed["mean"].numpy()
-        widen = self.interval_widening(levels)  # intervals are mean +/- z std: widen the deviation
+        # intervals are mean +/- z std: widen the deviation
+        widen = interval_widening(self.interval_scales, self.variance_scale, levels)
 
         def bound(value: torch.Tensor, level: float) -> np.ndarray:
             return (mean + (value.numpy() - mean) * widen[float(level)] + 0.5) * factor - 0.5

@@ -63,7 +63,6 @@ from jaxtyping import Float
 from dgp_pyro.atomic import atomic_path
 from dgp_pyro.data.cameras import CameraGroup
 from dgp_pyro.errors import DGPError
-from dgp_pyro.eval.calibration import interpolate_interval_scales
 from dgp_pyro.infer.dgp3d_train import (
     check_frame_sizes,
     load_calibration,
@@ -77,6 +76,7 @@ from dgp_pyro.infer.posterior import (
     KeypointPosterior,
     interval_coverage,
     interval_scales,
+    interval_widening,
     level_tag,
     variance_scale,
 )
@@ -405,18 +405,18 @@ class PosteriorModel3D:
                 obs_mask=obs.observed,
             )
             post_mean, post_cov = smoothed["mean"], smoothed["cov"]
-        post_cov = 0.5 * (post_cov + post_cov.mT) * self.variance_scale
+        post_cov = 0.5 * (post_cov + post_cov.mT)  # the smoother's, before recalibration
         uv, jac = self.cameras.project_jacobian(post_mean)  # (V, T, J, 2), (V, T, J, 2, 3)
-        cov_2d = jac @ post_cov[None] @ jac.mT
+        cov_2d = (jac @ post_cov[None] @ jac.mT).movedim(0, 1).numpy()
         mean_np, cov_np = post_mean.numpy(), post_cov.numpy()
         mean_2d = uv.movedim(0, 1).numpy()
-        cov_2d = cov_2d.movedim(0, 1).numpy()
+        # the intervals widen the smoother's spread; the covariances carry the variance scale
         std = np.sqrt(np.clip(np.diagonal(cov_np, axis1=-2, axis2=-1), 0, None))
         std_2d = np.sqrt(np.clip(np.diagonal(cov_2d, axis1=-2, axis2=-1), 0, None))
-        widening = interpolate_interval_scales(self.interval_scales, levels, np.sqrt(self.variance_scale))
-        raw = 1.0 / np.sqrt(self.variance_scale)  # the intervals widen the smoother's spread
-        lower, upper = _intervals(mean_np, std * raw, levels, widening)
-        lower_2d, upper_2d = _intervals(mean_2d, std_2d * raw, levels, widening)
+        widening = interval_widening(self.interval_scales, self.variance_scale, levels)
+        lower, upper = _intervals(mean_np, std, levels, widening)
+        lower_2d, upper_2d = _intervals(mean_2d, std_2d, levels, widening)
+        cov_np, cov_2d = cov_np * self.variance_scale, cov_2d * self.variance_scale
         V = len(self.cameras)
         return Posterior3D(
             keypoints=list(self.keypoints),

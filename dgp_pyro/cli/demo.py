@@ -6,6 +6,13 @@ budget, computes the posterior over every frame of every view's video, scores th
 synthetic ground truth (2D on unlabeled frames, credible interval coverage, and 3D: the 2D
 models' posterior means triangulated by confidence-weighted DLT, ``dgp3d``'s own 3D posterior),
 and writes ``DIR/report.md`` with the comparison table and the plots.
+
+``--project`` runs the same comparison on any project. Without a ``ground_truth.npz`` (real
+data) every model is scored on its held-out labeled frames instead (``dgp-pyro evaluate``'s
+figures: errors, and the coverage of intervals recalibrated without the image they score), and
+the plots show the posteriors without truth. A multi-view project without a calibration (a
+mirror rig: ``--views top bot``) gets its cameras estimated from the labels first
+(``dgp-pyro calibrate``; written to ``DIR/calibration.toml``) so ``dgp3d`` can run.
 """
 
 from __future__ import annotations
@@ -23,6 +30,20 @@ from dgp_pyro.errors import DGPError
 #: The demo's models, in report order.
 DEMO_MODELS = ("supervised", "dgp", "dgp3d")
 LEVELS = (0.5, 0.9, 0.95)
+#: What the report's table holds, with ground truth (synthetic projects) and without it.
+TRUTH_NOTE = """\
+Errors are against the synthetic ground truth on every unlabeled frame of every camera's video; coverage
+is the share of true coordinates inside the posterior's equal-tailed credible intervals (for `dgp3d`, its
+3D posterior reprojected into each view). 3D errors: `dgp3d`'s 3D posterior mean; for the 2D models,
+their posterior means triangulated by confidence-weighted DLT (what a DeepLabCut + Anipose user would
+get)."""
+HELDOUT_NOTE = """\
+The project has no ground truth, so every model is scored on the labeled frames it held out of training
+(`dgp-pyro evaluate`'s figures: its posterior mean against the labels, in the images' pixels; per view
+for a multi-view project, the 3D model through the reprojection of its 3D posterior). Coverage is the
+share of held-out label coordinates inside each credible interval, each image scored with the intervals
+recalibrated on the other held-out images only (leave-one-out: what new frames can expect; with few
+held-out images it is itself uncertain). The plots show the posteriors over the project's video."""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -42,6 +63,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--models", nargs="+", default=list(DEMO_MODELS), help="models to train and compare")
+    parser.add_argument("--views", nargs="+", default=None, help="view names of a multi-view project")
+    parser.add_argument(
+        "--view-layout", choices=("single", "folders", "suffix"), default=None, help="how views are stored"
+    )
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        help="3D models: an Anipose calibration.toml (default: the project's, else estimated from labels)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     return parser
 
@@ -69,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         if not project_dir.exists():
             _say("rendering a synthetic 3-camera project")
             write_synthetic_project(project_dir, views=3, frames=600, labeled=20, seed=args.seed)
-    project = load_project(project_dir)
+    project = load_project(project_dir, views=args.views, view_layout=args.view_layout)
     _say(f"project {project_dir}: {len(project.frame_keys)} labeled frames, views {', '.join(project.views)}")
 
     from dgp_pyro.run import MODELS, MODELS_3D
@@ -77,12 +107,15 @@ def run(args: argparse.Namespace) -> int:
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
         raise DGPError(f"unknown model(s) {', '.join(unknown)}", hint=f"models: {', '.join(MODELS)}")
-    if any(m in MODELS_3D for m in args.models) and (len(project.views) < 2 or project.calibration is None):
+    if not project.sessions:
         raise DGPError(
-            "the 3D models need a calibrated multi-view project",
-            project_dir,
-            hint=f"leave out {', '.join(m for m in args.models if m in MODELS_3D)}",
+            "the demo predicts the project's videos, and this project has none",
+            project.root,
+            hint="add the videos the labeled frames came from (videos/), or use dgp-pyro train / evaluate",
         )
+    calibration, cameras = _calibration(project, args, out)
+    if args.calibration is not None and not any(m in MODELS_3D for m in args.models):
+        raise DGPError("--calibration is for the 3D models, and none was asked for", args.calibration)
     results, posteriors, points3d, runs = {}, {}, {}, {}
     for model in args.models:
         run_dir = out / "runs" / model
@@ -97,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
             holdout=0.2,
             device=args.device,
             checkpoint_every=max(50, args.steps // 4),
+            views=args.views,
+            view_layout=args.view_layout,
+            model_options={"calibration": str(calibration)} if model in MODELS_3D else {},
         )
         resume = (run_dir / "checkpoints" / "last.pt").is_file()
         if resume and _finished(run_dir, args.steps):
@@ -108,19 +144,87 @@ def run(args: argparse.Namespace) -> int:
             trainer_for(model)(config, run_dir, resume=resume, progress=True)
         runs[model] = load_run(run_dir)
         _say(f"posterior over every frame of every video ({model})")
-        posteriors[model], points3d[model] = _video_posteriors(runs[model], out / "predictions" / model)
-        results[model] = _score(project, posteriors[model], points3d[model])
+        posteriors[model], points3d[model] = _video_posteriors(
+            runs[model], out / "predictions" / model, calibration
+        )
+        if project.ground_truth is not None:
+            results[model] = _score(project, posteriors[model], points3d[model])
+        else:
+            results[model] = _score_heldout(runs[model], args.device)
         where = f", 3D {results[model]['rmse_3d']:.2f}" if results[model].get("rmse_3d") is not None else ""
-        _say(f"{model}: RMSE {results[model]['rmse_px']:.2f} px on unlabeled frames{where}")
+        frames = "unlabeled frames" if project.ground_truth is not None else "held-out labeled frames"
+        _say(f"{model}: RMSE {_number(results[model]['rmse_px'])} px on {frames}{where}")
 
     _say("plots and report")
     plots = _plots(project, posteriors, points3d, out)
-    summary = {"project": str(project_dir), "steps": args.steps, "backbone": args.backbone, "models": results}
+    summary = {
+        "project": str(project_dir),
+        "steps": args.steps,
+        "backbone": args.backbone,
+        "ground_truth": project.ground_truth is not None,
+        "calibration": None if calibration is None else str(calibration),
+        "estimated_cameras": cameras,
+        "models": results,
+    }
     summary["seconds"] = time.perf_counter() - started
     atomic_write_json(out / "metrics.json", summary)
     atomic_write_text(out / "report.md", _report(summary, plots, runs, out))
     _say(f"done in {summary['seconds']:.0f} s: {out / 'report.md'}")
     return 0
+
+
+def _calibration(project, args: argparse.Namespace, out: Path) -> tuple[Path | None, dict | None]:
+    """The cameras the demo uses: ``--calibration``, the project's, or estimated from its labels.
+
+    Returns the calibration file (None for a project that is single-view or not asked for 3D
+    models and has none) and, when the cameras were estimated, the estimate's summary.
+    """
+    from dgp_pyro.run import MODELS_3D
+
+    wants_3d = [m for m in args.models if m in MODELS_3D]
+    if wants_3d and len(project.views) < 2:
+        raise DGPError(
+            "the 3D models need a calibrated multi-view project",
+            project.root,
+            hint=f"leave out {', '.join(wants_3d)}, or name the views of a mirror project (--views top bot)",
+        )
+    if args.calibration is not None:
+        path = Path(args.calibration)
+        if not path.is_file():
+            raise DGPError("calibration file not found", path)
+        return path.absolute(), None
+    if project.calibration is not None or len(project.views) < 2 or not wants_3d:
+        return project.calibration, None
+    from dgp_pyro.data.camera_estimation import estimate_project_cameras
+
+    _say("no calibration: estimating the cameras from the labels (as dgp-pyro calibrate does)")
+    estimate = estimate_project_cameras(project, seed=args.seed)
+    path = out / "calibration.toml"
+    estimate.cameras.to_toml(path)
+    held = estimate.heldout_reprojection_rmse_px
+    _say(
+        f"{estimate.model} cameras -> {path}: reprojection {estimate.reprojection_rmse_px:.2f} px, "
+        f"held-out {_number(held)} px"
+    )
+    keys = ("model", "reprojection_rmse_px", "heldout_reprojection_rmse_px")
+    summary = {key: estimate.to_dict()[key] for key in keys}
+    return path.absolute(), summary
+
+
+def _score_heldout(run, device: str) -> dict[str, float | None]:
+    """A project without ground truth: ``dgp-pyro evaluate``'s figures on the run's held-out labels."""
+    from dgp_pyro.cli.evaluate import evaluate_run
+
+    report = evaluate_run(run, device=device)
+    keys = ("rmse_px", "median_px", "pck_5px", "n", "n_test_frames", "mean_pose_rmse_px")
+    out = {key: report.get(key) for key in keys}
+    for level in ("50", "90", "95"):
+        out[f"coverage_{level}"] = report.get(f"coverage_{level}")
+        out[f"coverage_loo_{level}"] = report.get(f"coverage_loo_{level}")
+    if "per_view" in report:
+        out["per_view_rmse_px"] = {view: stats["rmse_px"] for view, stats in report["per_view"].items()}
+    out["rmse_3d"] = out["rmse_3d_hidden"] = None  # no 3D truth
+    return out
 
 
 def _finished(run_dir: Path, steps: int) -> bool:
@@ -131,17 +235,24 @@ def _finished(run_dir: Path, steps: int) -> bool:
     return len(lines) > 1 and int(float(lines[-1].split(",")[0])) >= steps
 
 
-def _video_posteriors(run, out_dir: Path) -> tuple[dict[str, object], dict[str, tuple]]:
+def _video_posteriors(
+    run, out_dir: Path, calibration: Path | None
+) -> tuple[dict[str, object], dict[str, tuple]]:
     """Posterior over each view's video, written as DeepLabCut files; keyed by ``session/view``.
+
+    Every entry is the posterior of one view's body parts (the project's ``bodyparts`` order):
+    in the suffix layout (one image holds every view) a 2D run's video posterior is split into
+    its views' channels, a body part a view lacks being NaN with zero confidence.
 
     Also the 3D estimate of each session, ``{session: (mean (T, J, 3), std or None)}``: a 3D
     run's posterior, or a 2D run's posterior means triangulated by confidence-weighted DLT
-    (no 3D uncertainty), when the project is calibrated.
+    (no 3D uncertainty), when there are cameras.
     """
-    from dgp_pyro.infer.dgp3d_train import session_videos
+    from dgp_pyro.infer.dgp3d_train import load_calibration, session_videos
     from dgp_pyro.infer.posterior import video_posterior
     from dgp_pyro.infer.posterior3d import videos_posterior3d, write_posterior3d
     from dgp_pyro.infer.predict import prediction_stem, summaries_to_table, write_prediction_files
+    from dgp_pyro.model.dgp3d import ViewChannels
     from dgp_pyro.run import MODELS_3D
 
     project = run.project()
@@ -155,21 +266,24 @@ def _video_posteriors(run, out_dir: Path) -> tuple[dict[str, object], dict[str, 
                 posteriors[f"{session.name}/{view}"] = posterior.view_posterior(v)
             points3d[session.name] = (posterior.mean, posterior.std)
         return posteriors, points3d
+    channels = ViewChannels.from_project(project)
     for session, videos in sorted(project.sessions.items()):
-        for view, video in videos.items():
-            posterior = video_posterior(run, video, LEVELS, network=network)
-            table = summaries_to_table(
-                posterior.as_summaries(),
-                run.config.keypoints,
-                run.scorer,
-                extras=posterior.interval_columns(),
-            )
-            write_prediction_files(table, out_dir, prediction_stem(video, run.scorer))
-            posteriors[f"{session}/{view}"] = posterior
-    if project.calibration is not None and len(project.views) >= 2 and project.view_layout == "folders":
-        from dgp_pyro.data.cameras import CameraGroup
-
-        group = CameraGroup.from_toml(project.calibration).match_views(list(project.views))
+        per_video = {}
+        for v, view in enumerate(project.views):
+            video = videos[view]
+            if video not in per_video:  # the suffix layout: one video holds every view
+                posterior = video_posterior(run, video, LEVELS, network=network)
+                table = summaries_to_table(
+                    posterior.as_summaries(),
+                    run.config.keypoints,
+                    run.scorer,
+                    extras=posterior.interval_columns(),
+                )
+                write_prediction_files(table, out_dir, prediction_stem(video, run.scorer))
+                per_video[video] = posterior
+            posteriors[f"{session}/{view}"] = _channels(per_video[video], channels.channel[v])
+    if calibration is not None and len(project.views) >= 2:
+        group = load_calibration(project, calibration)
         for session in sorted(project.sessions):
             views = [posteriors[f"{session}/{view}"] for view in project.views]
             mean = group.triangulate(
@@ -177,6 +291,30 @@ def _video_posteriors(run, out_dir: Path) -> tuple[dict[str, object], dict[str, 
             )
             points3d[session] = (mean, None)
     return posteriors, points3d
+
+
+def _channels(posterior, channel: list[int]):
+    """The posterior of some network channels (-1: a body part without one, NaN, zero confidence)."""
+    from dgp_pyro.infer.posterior import KeypointPosterior
+
+    index = np.asarray(channel, dtype=np.int64)
+    if np.array_equal(index, np.arange(posterior.mean.shape[1])):
+        return posterior
+    absent = index < 0
+
+    def pick(array: np.ndarray, fill: float) -> np.ndarray:
+        picked = array[:, np.where(absent, 0, index)].copy()
+        picked[:, absent] = fill
+        return picked
+
+    return KeypointPosterior(
+        pick(posterior.mean, np.nan),
+        pick(posterior.cov, np.nan),
+        pick(posterior.confidence, 0.0),
+        posterior.frame_index,
+        {level: pick(bound, np.nan) for level, bound in posterior.lower.items()},
+        {level: pick(bound, np.nan) for level, bound in posterior.upper.items()},
+    )
 
 
 def _truth(project) -> dict[str, np.ndarray]:
@@ -226,6 +364,7 @@ def _score(project, posteriors: dict[str, object], points3d: dict[str, tuple]) -
 
 
 def _plots(project, posteriors: dict[str, dict], points3d: dict[str, dict], out: Path) -> dict[str, str]:
+    """Trajectories, a frame, the 3D skeleton, the models side by side, coverage (with ground truth)."""
     from dgp_pyro.data.video import VideoReader
     from dgp_pyro.viz import (
         plot_comparison,
@@ -236,12 +375,19 @@ def _plots(project, posteriors: dict[str, dict], points3d: dict[str, dict], out:
         save_figure,
     )
 
-    truth = _truth(project)
+    truth = _truth(project) if project.ground_truth is not None else None
     first_key = sorted(next(iter(posteriors.values())))[0]
     session, view = first_key.split("/")
     v = project.views.index(view)
     names = list(project.bodyparts)
-    frames = slice(0, min(300, truth["points_2d"].shape[0]))
+    n_frames = len(next(iter(posteriors.values()))[first_key].mean)
+    frames = slice(0, min(300, n_frames))
+    labeled = None if truth is None else truth["labeled_frames"]
+    true_2d = None if truth is None else truth["points_2d"][:, v]
+    # the first keypoints this view has (a mirror view may lack some)
+    first = next(iter(posteriors.values()))[first_key]
+    seen = [j for j in range(len(names)) if np.isfinite(first.mean[:, j]).any()]
+    shown = [names[j] for j in (seen[:2] + seen[-1:])]
     plots = {}
     for model, per_video in posteriors.items():
         posterior = per_video[first_key]
@@ -250,13 +396,14 @@ def _plots(project, posteriors: dict[str, dict], points3d: dict[str, dict], out:
             {lv: posterior.lower[lv][frames] for lv in (0.5, 0.9)},
             {lv: posterior.upper[lv][frames] for lv in (0.5, 0.9)},
             names,
-            keypoints=names[:2] + [names[-1]],
-            labeled_frames=truth["labeled_frames"],
-            truth=truth["points_2d"][frames, v],
+            keypoints=shown,
+            labeled_frames=labeled,
+            truth=None if true_2d is None else true_2d[frames],
             title=f"{model}: trajectories in {view} with 50 % and 90 % credible bands",
         )
         plots[f"trajectories_{model}"] = save_figure(figure, out / f"trajectories_{model}.png").name
-    frame = int(np.setdiff1d(np.arange(frames.stop), truth["labeled_frames"])[frames.stop // 2])
+    candidates = np.setdiff1d(np.arange(frames.stop), [] if labeled is None else labeled)
+    frame = int(candidates[min(frames.stop // 2, len(candidates) - 1)])
     with VideoReader(project.sessions[session][view]) as reader:
         image = reader.read(frame)
     model = list(posteriors)[-1]
@@ -266,9 +413,9 @@ def _plots(project, posteriors: dict[str, dict], points3d: dict[str, dict], out:
         posterior.mean[frame],
         posterior.cov[frame],
         names,
-        skeleton=project.network_skeleton(),
-        truth=truth["points_2d"][frame, v],
-        title=f"{model}, {view} frame {frame}: 90 % ellipses (truth as x)",
+        skeleton=project.skeleton,
+        truth=None if true_2d is None else true_2d[frame],
+        title=f"{model}, {view} frame {frame}: 90 % ellipses" + ("" if truth is None else " (truth as x)"),
     )
     plots["frame"] = save_figure(figure, out / "frame.png").name
     with_std = [m for m, sessions in points3d.items() if sessions and sessions[session][1] is not None]
@@ -278,30 +425,33 @@ def _plots(project, posteriors: dict[str, dict], points3d: dict[str, dict], out:
             mean[frame],
             std[frame],
             names,
-            project.network_skeleton(),
-            truth=truth["points_3d"][frame],
-            title=f"{with_std[-1]}, frame {frame}: 3D posterior with 90 % bars (truth hollow)",
-            units="mm",
+            project.skeleton,
+            truth=None if truth is None else truth["points_3d"][frame],
+            title=f"{with_std[-1]}, frame {frame}: 3D posterior with 90 % bars"
+            + ("" if truth is None else " (truth hollow)"),
+            units="mm" if truth is not None else "",
         )
         plots["skeleton_3d"] = save_figure(figure, out / "skeleton_3d.png").name
-    estimates = {m: p[first_key].mean[frames, 0] for m, p in posteriors.items()}
+    j = names.index(shown[0])
+    estimates = {m: p[first_key].mean[frames, j] for m, p in posteriors.items()}
     bands = {
-        m: (p[first_key].lower[0.9][frames, 0], p[first_key].upper[0.9][frames, 0])
+        m: (p[first_key].lower[0.9][frames, j], p[first_key].upper[0.9][frames, j])
         for m, p in posteriors.items()
     }
     figure = plot_comparison(
         np.arange(frames.stop),
         estimates,
         bands=bands,
-        truth=truth["points_2d"][frames, v, 0],
-        labeled_frames=truth["labeled_frames"],
-        keypoint_name=names[0],
+        truth=None if true_2d is None else true_2d[frames, j],
+        labeled_frames=labeled,
+        keypoint_name=names[j],
         band_level=0.9,
     )
     plots["comparison"] = save_figure(figure, out / "comparison.png").name
-    levels = np.linspace(0.05, 0.95, 19)
-    coverage = {m: _coverage_curve(project, p, levels) for m, p in posteriors.items()}
-    plots["coverage"] = save_figure(plot_coverage(levels, coverage), out / "coverage.png").name
+    if truth is not None:
+        levels = np.linspace(0.05, 0.95, 19)
+        coverage = {m: _coverage_curve(project, p, levels) for m, p in posteriors.items()}
+        plots["coverage"] = save_figure(plot_coverage(levels, coverage), out / "coverage.png").name
     return plots
 
 
@@ -319,32 +469,67 @@ def _coverage_curve(project, posteriors: dict[str, object], levels: np.ndarray) 
     return inside / max(count, 1)
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def _number(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _table(summary: dict) -> tuple[list[str], str]:
+    """The comparison table's rows and what its numbers are."""
+    rows = []
+    if summary["ground_truth"]:
+        rows.append(
+            "| model | RMSE px (unlabeled frames) | median px | PCK 5 px | RMSE px (visible) "
+            "| cov. 50 % | cov. 90 % | cov. 95 % | 3D RMSE mm | 3D RMSE mm (hidden in a view) |"
+        )
+        rows.append("|" + " --- |" * 10)
+        for model, r in summary["models"].items():
+            rows.append(
+                f"| {model} | {r['rmse_px']:.2f} | {r['median_px']:.2f} | {r['pck_5px']:.3f} "
+                f"| {r['rmse_visible_px']:.2f} "
+                f"| {r['coverage_50']:.3f} | {r['coverage_90']:.3f} | {r['coverage_95']:.3f} "
+                f"| {_number(r.get('rmse_3d'))} | {_number(r.get('rmse_3d_hidden'))} |"
+            )
+        about = TRUTH_NOTE
+        return rows, about
+    views = list(
+        dict.fromkeys(view for r in summary["models"].values() for view in r.get("per_view_rmse_px") or {})
+    )
+    rows.append(
+        "| model | RMSE px (held-out labels) | median px | PCK 5 px | points | "
+        + "".join(f"RMSE px ({view}) | " for view in views)
+        + "cov. 50 % | cov. 90 % | cov. 95 % |"
+    )
+    rows.append("|" + " --- |" * (8 + len(views)))
+    for model, r in summary["models"].items():
+        per_view = r.get("per_view_rmse_px") or {}
+        rows.append(
+            f"| {model} | {_number(r['rmse_px'])} | {_number(r['median_px'])} | {_number(r['pck_5px'], 3)} "
+            f"| {r['n']} | "
+            + "".join(f"{_number(per_view.get(view))} | " for view in views)
+            + " | ".join(_number(r[f"coverage_loo_{level}"], 3) for level in ("50", "90", "95"))
+            + " |"
+        )
+    about = HELDOUT_NOTE
+    cameras = summary.get("estimated_cameras")
+    if cameras:
+        about += f"""
+
+The project had no calibration: its cameras were estimated from the labels ({cameras["model"]} model,
+`{summary["calibration"]}`), with a reprojection error of {cameras["reprojection_rmse_px"]:.2f} px on the
+labels used and {_number(cameras["heldout_reprojection_rmse_px"])} px on held-out labels."""
+    return rows, about
 
 
 def _report(summary: dict, plots: dict[str, str], runs: dict, out: Path) -> str:
-    rows = []
-    rows.append(
-        "| model | RMSE px (unlabeled frames) | median px | PCK 5 px | RMSE px (visible) "
-        "| cov. 50 % | cov. 90 % | cov. 95 % | 3D RMSE mm | 3D RMSE mm (hidden in a view) |"
-    )
-    rows.append("|" + " --- |" * 10)
-    for model, r in summary["models"].items():
-        rows.append(
-            f"| {model} | {r['rmse_px']:.2f} | {r['median_px']:.2f} | {r['pck_5px']:.3f} "
-            f"| {r['rmse_visible_px']:.2f} "
-            f"| {r['coverage_50']:.3f} | {r['coverage_90']:.3f} | {r['coverage_95']:.3f} "
-            f"| {_number(r.get('rmse_3d'))} | {_number(r.get('rmse_3d_hidden'))} |"
-        )
+    rows, about = _table(summary)
     models = list(summary["models"])
     ratio = ""
-    if "supervised" in summary["models"] and len(models) > 1:
-        base = summary["models"]["supervised"]["rmse_px"]
+    base = summary["models"].get("supervised", {}).get("rmse_px")
+    if base and len(models) > 1:
         ratio = "\n".join(
             f"- {m} / supervised RMSE ratio: **{summary['models'][m]['rmse_px'] / base:.3f}**"
             for m in models
-            if m != "supervised"
+            if m != "supervised" and summary["models"][m]["rmse_px"] is not None
         )
     images = "\n\n".join(f"![{name}]({file})" for name, file in plots.items())
     files = "\n".join(f"- `{name}`: {run.path}" for name, run in runs.items())
@@ -353,10 +538,7 @@ def _report(summary: dict, plots: dict[str, str], runs: dict, out: Path) -> str:
 Project: `{summary["project"]}`. Backbone {summary["backbone"]}, {summary["steps"]} training steps per model,
 the same labeled frames, seed and budget for every model. Total time {summary["seconds"]:.0f} s.
 
-Errors are against the synthetic ground truth on every unlabeled frame of every camera's video; coverage is
-the share of true coordinates inside the posterior's equal-tailed credible intervals (for `dgp3d`, its 3D
-posterior reprojected into each view). 3D errors: `dgp3d`'s 3D posterior mean; for the 2D models, their
-posterior means triangulated by confidence-weighted DLT (what a DeepLabCut + Anipose user would get).
+{about}
 
 {chr(10).join(rows)}
 

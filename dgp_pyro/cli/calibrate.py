@@ -13,6 +13,8 @@ import json
 import math
 from pathlib import Path
 
+from dgp_pyro.cli.options import add_view_arguments
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -26,13 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("project", help="project folder")
-    parser.add_argument("--views", nargs="+", default=None, help="view names, e.g. --views top bot")
-    parser.add_argument(
-        "--view-layout",
-        choices=("single", "folders", "suffix"),
-        default=None,
-        help="how views are stored (default: detected)",
-    )
+    add_view_arguments(parser)
     parser.add_argument("--out", required=True, help="calibration TOML to write (e.g. calibration.toml)")
     parser.add_argument(
         "--model",

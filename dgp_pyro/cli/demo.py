@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dgp_pyro.atomic import atomic_write_json, atomic_write_text
-from dgp_pyro.cli.options import parse_size
+from dgp_pyro.cli.options import add_view_arguments, parse_size
 from dgp_pyro.errors import DGPError
 
 #: The demo's models, in report order.
@@ -63,10 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--models", nargs="+", default=list(DEMO_MODELS), help="models to train and compare")
-    parser.add_argument("--views", nargs="+", default=None, help="view names of a multi-view project")
-    parser.add_argument(
-        "--view-layout", choices=("single", "folders", "suffix"), default=None, help="how views are stored"
-    )
+    add_view_arguments(parser)
     parser.add_argument(
         "--calibration",
         default=None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from dgp_pyro.cli.options import add_view_arguments
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -13,13 +15,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Load a DeepLabCut or Lightning Pose project and print what was found.",
     )
     parser.add_argument("project", help="project folder")
-    parser.add_argument("--views", nargs="+", default=None, help="view names for a multi-view project")
-    parser.add_argument(
-        "--view-layout",
-        choices=("single", "folders", "suffix"),
-        default=None,
-        help="how views are stored (default: detected)",
-    )
+    add_view_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 

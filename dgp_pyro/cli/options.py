@@ -25,3 +25,20 @@ def parse_level(text: str) -> float:
     if not 0.0 < level < 1.0:
         raise argparse.ArgumentTypeError(f"level {text} must lie strictly between 0 and 1, e.g. 0.9")
     return level
+
+
+def add_view_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--views`` and ``--view-layout``: how a multi-view project's views are named and stored."""
+    parser.add_argument(
+        "--views",
+        nargs="+",
+        default=None,
+        help="view names of a multi-view project, e.g. --views top bot (default: detected)",
+    )
+    parser.add_argument(
+        "--view-layout",
+        choices=("single", "folders", "suffix"),
+        default=None,
+        help="how views are stored: one folder per view, or <keypoint>_<view> columns of one image "
+        "(suffix: a mirror rig) (default: detected)",
+    )

@@ -17,7 +17,7 @@ import importlib
 import json
 from pathlib import Path
 
-from dgp_pyro.cli.options import parse_size
+from dgp_pyro.cli.options import add_view_arguments, parse_size
 from dgp_pyro.errors import DGPError
 from dgp_pyro.run import CONFIG, MODELS, MODELS_3D, RunConfig
 
@@ -98,10 +98,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="Gaussian target width, training pixels (default: the stride)",
     )
-    parser.add_argument("--views", nargs="+", default=None, help="view names of a multi-view project")
-    parser.add_argument(
-        "--view-layout", choices=("single", "folders", "suffix"), default=None, help="how views are stored"
-    )
+    add_view_arguments(parser)
     parser.add_argument(
         "--holdout",
         type=_holdout,

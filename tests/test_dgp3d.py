@@ -401,6 +401,33 @@ def test_videos_of_different_lengths_in_a_session(project3, tmp_path):
     assert "cam0 40 frames, cam1 30 frames, cam2 40 frames" in info.value.problem
 
 
+def test_videos_of_different_frame_rates_in_a_session(project3, tmp_path):
+    from dgp_pyro.data.project import load_project
+    from dgp_pyro.data.video import VideoReader, write_video
+
+    copy = tmp_path / "p"
+    shutil.copytree(project3, copy)
+    video = copy / "videos" / "session0_cam2.mp4"
+    with VideoReader(video) as reader:
+        frames = [reader.read(i) for i in range(len(reader))]
+    video.unlink()
+    write_video(video, frames, fps=25.0)
+    with pytest.raises(DGPError, match="session 'session0' have different frame rates") as info:
+        session_videos(load_project(copy))
+    assert "cam2 25 fps" in info.value.problem and "cam0 30 fps" in info.value.problem
+    assert info.value.path == video
+
+
+def test_model_options_out_of_range_are_refused(project3):
+    from dgp_pyro.infer.dgp3d_train import resolve_options3d
+
+    assert resolve_options3d(tiny_config(project3, model_options={"robust": None}))["robust"] is None
+    bad = [("bone_sigma_floor", 0.0), ("robust", -1.0), ("skeletal_strength", 0), ("guide_lr", "x")]
+    for option, value in bad:
+        with pytest.raises(DGPError, match=f"{option}.* must be"):
+            resolve_options3d(tiny_config(project3, model_options={option: value}))
+
+
 def test_videos_must_have_the_calibrated_frame_size(project3):
     from dgp_pyro.data.cameras import Camera
     from dgp_pyro.data.project import load_project

@@ -133,6 +133,82 @@ def test_unknown_option_is_refused(project, tmp_path):
         train_dgp(tiny(project, steps=2, windowz=3), tmp_path / "run", progress=False)
 
 
+@pytest.mark.parametrize(
+    "option, value, what",
+    [
+        ("temporal_strength", 0, "positive"),
+        ("skeletal_strength", -1.0, "positive"),
+        ("label_sigma", 0.0, "positive"),
+        ("unlabeled_weight", -0.1, "0 or more"),
+        ("windows_per_step", 0, "at least 1"),
+        ("window", 1, "at least 2 frames"),
+        ("temporal_strength", "strong", "positive"),
+        ("dgp_start", 1.0, "[0, 1)"),
+    ],
+)
+def test_option_out_of_range_is_refused_before_training(project, tmp_path, option, value, what):
+    with pytest.raises(DGPError, match="must") as info:
+        train_dgp(tiny(project, steps=2, **{option: value}), tmp_path / "run", progress=False)
+    assert option in str(info.value) and what in str(info.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_video_shorter_than_the_window_is_refused(project, tmp_path):
+    import shutil
+
+    from dgp_pyro.data.video import VideoReader, write_video
+
+    copy = Path(shutil.copytree(project, tmp_path / "p"))
+    for video in (copy / "videos").iterdir():
+        with VideoReader(video) as reader:
+            frames = [reader.read(i) for i in range(3)]
+        write_video(video, frames, fps=30)
+    with pytest.raises(DGPError, match="no video of at least 4 frames"):
+        train_dgp(tiny(copy, steps=2), tmp_path / "run", progress=False)
+
+
+def test_nan_elbo_stops_naming_the_step_and_the_last_good_checkpoint(project, tmp_path, monkeypatch):
+    from dgp_pyro.infer import dgp_train
+    from dgp_pyro.infer.checkpoint import load_checkpoint
+
+    real = dgp_train.elbo_loss
+    calls = []
+
+    def nan_from_the_sixth_step(*args):
+        loss, parts = real(*args)
+        calls.append(1)
+        return (loss * float("nan"), parts) if len(calls) >= 6 else (loss, parts)
+
+    monkeypatch.setattr(dgp_train, "elbo_loss", nan_from_the_sixth_step)
+    run = tmp_path / "run"
+    with pytest.raises(DGPError, match="the training loss became nan at step 6") as info:
+        train_dgp(tiny(project, steps=8), run, progress=False)
+    last = run / "checkpoints" / "last.pt"
+    assert f"the last good checkpoint, {last}, from step 4, is kept" in str(info.value)
+    state = load_checkpoint(last)
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not (run / "posterior_calibration.json").exists()
+
+
+def test_a_damaged_checkpoint_writes_no_posterior(dgp_run, tmp_path):
+    import shutil
+
+    from dgp_pyro.infer.checkpoint import load_checkpoint, save_checkpoint
+
+    run = Path(shutil.copytree(dgp_run, tmp_path / "run"))
+    for path in (run / "checkpoints").glob("*.pt"):
+        state = load_checkpoint(path)
+        name = next(k for k, v in state["model"].items() if v.is_floating_point() and v.ndim == 4)
+        state["model"][name] = torch.full_like(state["model"][name], float("nan"))
+        path.unlink()  # snapshots are hard links of last.pt: write each anew
+        save_checkpoint(path, state)
+    out = tmp_path / "pred"
+    code, _, stderr = cli("predict", run, "--out", out, "--quiet")
+    assert code == 2 and "are not finite at" in stderr and "nothing was written" in stderr
+    assert ".mp4" in stderr and stderr.count("\n") == 1
+    assert not list(out.glob("*.h5")) and not list(out.glob("*.csv"))
+
+
 @pytest.mark.parametrize("variant", ["temporal", "dgp"])
 def test_posterior_beats_raw_estimate_and_is_calibrated(variant):
     """With noisy heatmap summaries of a smooth trajectory, the posterior beats the raw estimate."""

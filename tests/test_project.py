@@ -522,6 +522,8 @@ def test_malformed_config(tmp_path: Path):
     _bad(root, "skeleton entry", where=root / "config.yaml")
     (root / "config.yaml").write_text("bodyparts: [nose, tail]\nskeleton: [[nose, ear]]\n")
     _bad(root, "'ear'", "not a body part", where=root / "config.yaml")
+    (root / "config.yaml").write_text("bodyparts: [nose, tail]\nskeleton: [[nose, tail], [tail, tail]]\n")
+    _bad(root, "[tail, tail]", "itself", where=root / "config.yaml")
     (root / "config.yaml").write_text("bodyparts: [nose, tail]\nmultiview: {views: cam0}\n")
     _bad(root, "multiview.views", where=root / "config.yaml")
     (root / "config.yaml").write_text("bodyparts: [nose, tail]\nmultiview: {views: [cam0], layout: grid}\n")

@@ -718,6 +718,12 @@ def _project_skeleton(
     """Config edges over body parts; column names (``nose_top``) map to their base name."""
     out: list[tuple[str, str]] = []
     for a, b in edges:
+        if a == b:
+            raise DGPError(
+                f"skeleton edge [{a}, {b}] in config.yaml joins a body part to itself",
+                path,
+                hint="a bone joins two different body parts: remove this edge",
+            )
         ends = []
         for name in (a, b):
             if name in bodyparts:

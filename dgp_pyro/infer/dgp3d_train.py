@@ -62,7 +62,7 @@ from dgp_pyro.data.video import VideoReader, video_info
 from dgp_pyro.data.windows import to_training_pixels, video_frame_of_image
 from dgp_pyro.errors import DGPError
 from dgp_pyro.infer.checkpoint import Checkpointer
-from dgp_pyro.infer.dgp_train import start_or_resume, trace_elbo, write_elbo_rows
+from dgp_pyro.infer.dgp_train import check_option_values, start_or_resume, trace_elbo, write_elbo_rows
 from dgp_pyro.infer.supervised import (
     build_network_seeded,
     finish_run,
@@ -148,16 +148,7 @@ def resolve_options3d(config: RunConfig) -> dict[str, Any]:
             hint=f"known options: {', '.join(DEFAULT_OPTIONS_3D)}",
         )
     options = {**DEFAULT_OPTIONS_3D, **config.model_options}
-    if not 0 <= float(options["dgp_start"]) < 1:
-        raise DGPError(f"dgp_start {options['dgp_start']} must lie in [0, 1)")
-    if int(options["window"]) < 2:
-        raise DGPError(f"window {options['window']} must be at least 2 frames")
-    if int(options["windows_per_step"]) < 1:
-        raise DGPError(f"windows_per_step {options['windows_per_step']} must be at least 1")
-    if float(options["guide_lr"]) <= 0:
-        raise DGPError(f"guide_lr {options['guide_lr']} must be positive")
-    if options["robust"] is not None and float(options["robust"]) < 0:
-        raise DGPError(f"robust {options['robust']} must be positive (or 0 to switch it off)")
+    check_option_values(options)
     return options
 
 
@@ -245,10 +236,11 @@ class SessionVideos:
 
 
 def synchronous_videos(name: str, videos: list[Path], labels: list[str]) -> SessionVideos:
-    """One session's videos (one per view), checked to have the same number of frames.
+    """One session's videos (one per view), checked to have the same number of frames and frame rate.
 
     Raises:
-        DGPError: videos of different lengths, naming each (by ``labels``) with its length.
+        DGPError: videos of different lengths or frame rates, naming each (by ``labels``) with
+            its length or rate.
     """
     infos = [video_info(p) for p in videos]
     lengths = [int(i["n_frames"]) for i in infos]
@@ -258,6 +250,16 @@ def synchronous_videos(name: str, videos: list[Path], labels: list[str]) -> Sess
             f"the videos of session {name!r} have different lengths ({detail})",
             videos[int(np.argmin(lengths))],
             hint="the cameras must be synchronised: trim the videos to the same frames",
+        )
+    rates = [float(i["fps"]) for i in infos]
+    # containers round their time base: a relative 0.1 % is the same rate
+    if max(rates) - min(rates) > 1e-3 * max(rates):
+        detail = ", ".join(f"{label} {fps:g} fps" for label, fps in zip(labels, rates, strict=True))
+        odd = int(np.argmax([abs(r - float(np.median(rates))) for r in rates]))
+        raise DGPError(
+            f"the videos of session {name!r} have different frame rates ({detail})",
+            videos[odd],
+            hint="synchronous cameras share one frame rate: re-encode the odd one at the others' rate",
         )
     sizes = [(int(i["width"]), int(i["height"])) for i in infos]
     return SessionVideos(name, list(videos), lengths[0], sizes)

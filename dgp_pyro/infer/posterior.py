@@ -20,11 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from jaxtyping import Float
 
+from dgp_pyro.errors import DGPError
 from dgp_pyro.eval.calibration import interpolate_interval_scales
 from dgp_pyro.infer.dgp_train import DEFAULT_OPTIONS, model_settings
 from dgp_pyro.infer.gaussian_chain import smooth_keypoints
@@ -38,6 +40,9 @@ from dgp_pyro.model.dgp import (
 )
 from dgp_pyro.model.potentials import PRIOR_RIDGE
 from dgp_pyro.run import Run
+
+if TYPE_CHECKING:  # posterior3d imports this module
+    from dgp_pyro.infer.posterior3d import Posterior3D
 
 #: Credible levels reported by default.
 DEFAULT_LEVELS = (0.5, 0.9, 0.95)
@@ -230,7 +235,35 @@ def video_posterior(
         network, video, run.size, batch_size=batch_size, start=start, stop=stop, progress=progress
     )
     info = video_info(video)
-    return PosteriorModel.from_run(run).posterior(summaries, (info["width"], info["height"]), levels)
+    posterior = PosteriorModel.from_run(run).posterior(summaries, (info["width"], info["height"]), levels)
+    check_finite_posterior(posterior, run, video)
+    return posterior
+
+
+def check_finite_posterior(posterior: KeypointPosterior | Posterior3D, run: Run, source: str | Path) -> None:
+    """Refuse a posterior with NaN or infinite values, so none is ever written to disk.
+
+    Checks the mean, the covariance and the heatmap confidence of every frame. The smoother
+    treats a non-finite network output as a missing observation, so a network that gives NaN
+    (a damaged checkpoint) would otherwise yield a finite posterior that is the prior alone;
+    its confidence, carried through from the heatmaps, still shows it.
+
+    Raises:
+        DGPError: naming ``source`` (a video, or the run for labeled images), how many frames
+            are affected and the first of them.
+    """
+    arrays = (posterior.mean, posterior.cov, posterior.confidence)
+    rows = len(posterior.frame_index)
+    bad = ~np.all([np.isfinite(a.reshape(rows, -1)).all(1) for a in arrays], axis=0)
+    if bad.any():
+        frames = np.asarray(posterior.frame_index)[bad]
+        raise DGPError(
+            f"the posterior or the heatmaps it comes from are not finite at {len(frames)} of {rows} "
+            f"frames (first: frame {int(frames[0])}), so nothing was written",
+            source,
+            hint=f"the run's checkpoint may be damaged: retrain, or resume from a snapshot in "
+            f"{run.path / 'checkpoints'}",
+        )
 
 
 def image_posteriors(
@@ -279,7 +312,7 @@ def image_posteriors(
             single.mean[[row]], single.cov[[row]], single.confidence[[row]], np.array([row])
         )
         parts.append(model.posterior(one, image_size(path), levels))
-    return KeypointPosterior(
+    posterior = KeypointPosterior(
         mean=np.concatenate([p.mean for p in parts]),
         cov=np.concatenate([p.cov for p in parts]),
         confidence=np.concatenate([p.confidence for p in parts]),
@@ -287,6 +320,8 @@ def image_posteriors(
         lower={lv: np.concatenate([p.lower[lv] for p in parts]) for lv in levels},
         upper={lv: np.concatenate([p.upper[lv] for p in parts]) for lv in levels},
     )
+    check_finite_posterior(posterior, run, run.path)
+    return posterior
 
 
 def calibrate_posterior(run: Run, levels: Sequence[float] = DEFAULT_LEVELS) -> dict | None:

@@ -74,6 +74,7 @@ from dgp_pyro.infer.gaussian_chain import smooth_keypoints
 from dgp_pyro.infer.posterior import (
     DEFAULT_LEVELS,
     KeypointPosterior,
+    check_finite_posterior,
     interval_coverage,
     interval_scales,
     interval_widening,
@@ -500,7 +501,9 @@ def videos_posterior3d(
         for video in videos
     ]
     mean, cov, confidence = model.summaries_of(per_image)
-    return model.posterior(mean, cov, confidence, per_image[0].frame_index, levels)
+    posterior = model.posterior(mean, cov, confidence, per_image[0].frame_index, levels)
+    check_finite_posterior(posterior, run, videos[0])
+    return posterior
 
 
 def image_posteriors3d(

@@ -483,10 +483,12 @@ def run_training_loop(
         while step < config.steps:
             loss, parts = compute_loss(step)
             if not torch.isfinite(loss):
+                # checked before the update: the parameters and the last checkpoint are still good
                 raise DGPError(
-                    f"the training loss became {loss.item()} at step {step + 1}",
+                    f"the training loss became {loss.item()} at step {step + 1} "
+                    + _last_good_checkpoint(checkpointer),
                     setup.run_dir,
-                    hint="lower --lr; the last checkpoint is kept",
+                    hint="lower --lr (or the model options' strengths) and train again, or --resume",
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -518,6 +520,14 @@ def run_training_loop(
         raise
     finally:
         bar.close()
+
+
+def _last_good_checkpoint(checkpointer: Checkpointer) -> str:
+    """What a stopped run keeps: its last checkpoint and that checkpoint's step."""
+    if not checkpointer.last.is_file():
+        return "(no checkpoint had been written yet)"
+    step = load_checkpoint(checkpointer.last).get("step")
+    return f"(the last good checkpoint, {checkpointer.last}, from step {step}, is kept)"
 
 
 def build_network_seeded(config: RunConfig) -> nn.Module:

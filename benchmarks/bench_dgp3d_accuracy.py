@@ -342,6 +342,7 @@ def main(argv: list[str] | None = None) -> dict:
         "backbone": args.backbone,
         "size": list(runs["dgp3d"].size),
         "steps": args.steps,
+        "seed": args.seed,
         "quick": bool(args.quick),
         "rmse_mm": {k: rmse(v, truth) for k, v in estimates.items()},
         "rmse_hidden_mm": {k: rmse(v, truth, hidden) for k, v in estimates.items()},

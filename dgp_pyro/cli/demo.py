@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     calibration, cameras = _calibration(project, args, out)
     if args.calibration is not None and not any(m in MODELS_3D for m in args.models):
         raise DGPError("--calibration is for the 3D models, and none was asked for", args.calibration)
+    has_truth = project.ground_truth is not None
     results, posteriors, points3d, runs = {}, {}, {}, {}
     for model in args.models:
         run_dir = out / "runs" / model
@@ -144,12 +145,12 @@ def run(args: argparse.Namespace) -> int:
         posteriors[model], points3d[model] = _video_posteriors(
             runs[model], out / "predictions" / model, calibration
         )
-        if project.ground_truth is not None:
+        if has_truth:
             results[model] = _score(project, posteriors[model], points3d[model])
         else:
             results[model] = _score_heldout(runs[model], args.device)
         where = f", 3D {results[model]['rmse_3d']:.2f}" if results[model].get("rmse_3d") is not None else ""
-        frames = "unlabeled frames" if project.ground_truth is not None else "held-out labeled frames"
+        frames = "unlabeled frames" if has_truth else "held-out labeled frames"
         _say(f"{model}: RMSE {_number(results[model]['rmse_px'])} px on {frames}{where}")
 
     _say("plots and report")
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         "project": str(project_dir),
         "steps": args.steps,
         "backbone": args.backbone,
-        "ground_truth": project.ground_truth is not None,
+        "ground_truth": has_truth,
         "calibration": None if calibration is None else str(calibration),
         "estimated_cameras": cameras,
         "models": results,
@@ -204,7 +205,8 @@ def _calibration(project, args: argparse.Namespace, out: Path) -> tuple[Path | N
         f"held-out {_number(held)} px"
     )
     keys = ("model", "reprojection_rmse_px", "heldout_reprojection_rmse_px")
-    summary = {key: estimate.to_dict()[key] for key in keys}
+    estimated = estimate.to_dict()
+    summary = {key: estimated[key] for key in keys}
     return path.absolute(), summary
 
 
@@ -265,20 +267,21 @@ def _video_posteriors(
         return posteriors, points3d
     channels = ViewChannels.from_project(project)
     for session, videos in sorted(project.sessions.items()):
-        per_video = {}
+        per_image = {}  # image index -> posterior (the suffix layout: one video holds every view)
         for v, view in enumerate(project.views):
-            video = videos[view]
-            if video not in per_video:  # the suffix layout: one video holds every view
-                posterior = video_posterior(run, video, LEVELS, network=network)
+            image, video = channels.image[v], videos[view]
+            if image not in per_image:
+                per_image[image] = video_posterior(run, video, LEVELS, network=network)
                 table = summaries_to_table(
-                    posterior.as_summaries(),
+                    per_image[image].as_summaries(),
                     run.config.keypoints,
                     run.scorer,
-                    extras=posterior.interval_columns(),
+                    extras=per_image[image].interval_columns(),
                 )
                 write_prediction_files(table, out_dir, prediction_stem(video, run.scorer))
-                per_video[video] = posterior
-            posteriors[f"{session}/{view}"] = _channels(per_video[video], channels.channel[v])
+        images = [per_image[i] for i in range(channels.num_images)]
+        for view, posterior in zip(project.views, _view_posteriors(channels, images), strict=True):
+            posteriors[f"{session}/{view}"] = posterior
     if calibration is not None and len(project.views) >= 2:
         group = load_calibration(project, calibration)
         for session in sorted(project.sessions):
@@ -290,28 +293,41 @@ def _video_posteriors(
     return posteriors, points3d
 
 
-def _channels(posterior, channel: list[int]):
-    """The posterior of some network channels (-1: a body part without one, NaN, zero confidence)."""
+def _view_posteriors(channels, images: list) -> list:
+    """Each view's posterior over its body parts from the posteriors of a frame's images.
+
+    :meth:`~dgp_pyro.model.dgp3d.ViewChannels.select` reads view ``v``'s channels: a body part
+    a view lacks gets a NaN mean, covariance and bounds and zero confidence. One image per view
+    with the body parts as channels (the folders layout) needs no selection, so videos of
+    different lengths stay apart.
+    """
+    import torch
+
     from dgp_pyro.infer.posterior import KeypointPosterior
 
-    index = np.asarray(channel, dtype=np.int64)
-    if np.array_equal(index, np.arange(posterior.mean.shape[1])):
-        return posterior
-    absent = index < 0
+    if channels.identity:
+        return images
 
-    def pick(array: np.ndarray, fill: float) -> np.ndarray:
-        picked = array[:, np.where(absent, 0, index)].copy()
-        picked[:, absent] = fill
-        return picked
+    def select(arrays: list[np.ndarray], tail: int, fill: float) -> np.ndarray:
+        return channels.select(torch.from_numpy(np.stack(arrays, axis=1)), tail, fill).numpy()
 
-    return KeypointPosterior(
-        pick(posterior.mean, np.nan),
-        pick(posterior.cov, np.nan),
-        pick(posterior.confidence, 0.0),
-        posterior.frame_index,
-        {level: pick(bound, np.nan) for level, bound in posterior.lower.items()},
-        {level: pick(bound, np.nan) for level, bound in posterior.upper.items()},
-    )
+    first = images[0]
+    mean = select([p.mean for p in images], 1, np.nan)
+    cov = select([p.cov for p in images], 2, np.nan)
+    confidence = select([p.confidence for p in images], 0, 0.0)
+    lower = {lv: select([p.lower[lv] for p in images], 1, np.nan) for lv in first.lower}
+    upper = {lv: select([p.upper[lv] for p in images], 1, np.nan) for lv in first.upper}
+    return [
+        KeypointPosterior(
+            mean[:, v],
+            cov[:, v],
+            confidence[:, v],
+            first.frame_index,
+            {lv: bound[:, v] for lv, bound in lower.items()},
+            {lv: bound[:, v] for lv, bound in upper.items()},
+        )
+        for v in range(len(channels.views))
+    ]
 
 
 def _truth(project) -> dict[str, np.ndarray]:
@@ -377,12 +393,11 @@ def _plots(project, posteriors: dict[str, dict], points3d: dict[str, dict], out:
     session, view = first_key.split("/")
     v = project.views.index(view)
     names = list(project.bodyparts)
-    n_frames = len(next(iter(posteriors.values()))[first_key].mean)
-    frames = slice(0, min(300, n_frames))
+    first = next(iter(posteriors.values()))[first_key]
+    frames = slice(0, min(300, len(first.mean)))
     labeled = None if truth is None else truth["labeled_frames"]
     true_2d = None if truth is None else truth["points_2d"][:, v]
     # the first keypoints this view has (a mirror view may lack some)
-    first = next(iter(posteriors.values()))[first_key]
     seen = [j for j in range(len(names)) if np.isfinite(first.mean[:, j]).any()]
     shown = [names[j] for j in (seen[:2] + seen[-1:])]
     plots = {}
@@ -486,8 +501,7 @@ def _table(summary: dict) -> tuple[list[str], str]:
                 f"| {r['coverage_50']:.3f} | {r['coverage_90']:.3f} | {r['coverage_95']:.3f} "
                 f"| {_number(r.get('rmse_3d'))} | {_number(r.get('rmse_3d_hidden'))} |"
             )
-        about = TRUTH_NOTE
-        return rows, about
+        return rows, TRUTH_NOTE
     views = list(
         dict.fromkeys(view for r in summary["models"].values() for view in r.get("per_view_rmse_px") or {})
     )

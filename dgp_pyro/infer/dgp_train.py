@@ -126,18 +126,20 @@ def resolve_options(config: RunConfig) -> dict[str, Any]:
     return options
 
 
-#: Numeric model options (2D and 3D) and the values each may take: (lowest, lowest allowed?, what).
-OPTION_RANGES: dict[str, tuple[float, bool, str]] = {
-    "window": (2, True, "at least 2 frames"),
-    "windows_per_step": (1, True, "at least 1"),
-    "random_windows": (0, True, "0 or more"),
-    "temporal_strength": (0, False, "positive: it multiplies the temporal weights, and 0 has no log"),
-    "skeletal_strength": (0, False, "positive: it multiplies the skeletal weights, and 0 has no log"),
-    "label_sigma": (0, False, "positive (the labeling noise in training pixels)"),
-    "unlabeled_weight": (0, True, "0 or more"),
-    "bone_sigma_floor": (0, False, "positive (a fraction of each bone's length)"),
-    "guide_lr": (0, False, "positive"),
-    "robust": (0, True, "0 or more (0 or null: plain confidence weighting)"),
+#: Numeric model options (2D and 3D) and the values each may take:
+#: ``(lowest, lowest allowed?, highest (excluded), what to say)``.
+OPTION_RANGES: dict[str, tuple[float, bool, float, str]] = {
+    "dgp_start": (0, True, 1, "in [0, 1): the fraction of the steps trained on labels only"),
+    "window": (2, True, math.inf, "at least 2 frames"),
+    "windows_per_step": (1, True, math.inf, "at least 1"),
+    "random_windows": (0, True, math.inf, "0 or more"),
+    "temporal_strength": (0, False, math.inf, "positive (a factor on the temporal weights)"),
+    "skeletal_strength": (0, False, math.inf, "positive (a factor on the skeletal weights)"),
+    "label_sigma": (0, False, math.inf, "positive (the labeling noise in training pixels)"),
+    "unlabeled_weight": (0, True, math.inf, "0 or more"),
+    "bone_sigma_floor": (0, False, math.inf, "positive (a fraction of each bone's length)"),
+    "guide_lr": (0, False, math.inf, "positive"),
+    "robust": (0, True, math.inf, "0 or more (0 or null: plain confidence weighting)"),
 }
 #: Options that may also be null.
 NULLABLE_OPTIONS = ("robust",)
@@ -149,18 +151,14 @@ def check_option_values(options: dict[str, Any]) -> None:
     Raises:
         DGPError: naming the option, its value and what it may be.
     """
-    if not _is_number(options.get("dgp_start", 0)) or not 0 <= float(options.get("dgp_start", 0)) < 1:
-        raise DGPError(
-            f"dgp_start {options['dgp_start']!r} must lie in [0, 1)",
-            hint="the fraction of the steps trained on labels only, e.g. --option dgp_start=0.6",
-        )
-    for name, (lowest, inclusive, what) in OPTION_RANGES.items():
+    for name, (lowest, inclusive, highest, what) in OPTION_RANGES.items():
         if name not in options:
             continue
         value = options[name]
         if value is None and name in NULLABLE_OPTIONS:
             continue
-        if not _is_number(value) or not (value >= lowest if inclusive else value > lowest):
+        above = _is_number(value) and (value >= lowest if inclusive else value > lowest)
+        if not above or value >= highest:
             raise DGPError(f"model option {name}={value!r} must be {what}", hint=f"--option {name}=VALUE")
 
 

@@ -51,6 +51,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dgp_pyro.cli.options import add_model_option_argument
+from dgp_pyro.run import DEFAULT_ABSENT_WEIGHT, MODELS_3D
+
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "dgp3d_accuracy"
 
@@ -169,12 +172,16 @@ def coverage(lower: dict, upper: dict, truth: np.ndarray) -> dict[str, float]:
 
 
 def _finished(run_dir: Path, config) -> bool:
-    """A run in ``run_dir`` trained to the end with the same project, model, steps, seed and options."""
+    """A finished run in ``run_dir`` with the same project, model, steps, seed, absent weight, options."""
     if not (run_dir / "config.json").is_file() or not (run_dir / "loss.csv").is_file():
         return False
     saved = json.loads((run_dir / "config.json").read_text())
     rows = (run_dir / "loss.csv").read_text().strip().splitlines()
     same = all(saved.get(k) == getattr(config, k) for k in ("project", "model", "steps", "seed", "holdout"))
+    absent = config.absent_weight
+    if absent is None:
+        absent = DEFAULT_ABSENT_WEIGHT["3d" if config.model in MODELS_3D else "2d"]
+    same = same and saved.get("absent_weight", 0.0) == absent  # older runs had none
     options = saved.get("model_options", {}).items() >= config.model_options.items()
     return same and options and len(rows) > config.steps
 
@@ -202,6 +209,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bones", action="store_true", help="also train dgp3d_bones")
+    add_model_option_argument(parser, help="a model option of the dgp3d runs")
+    parser.add_argument(
+        "--absent-weight",
+        type=float,
+        default=None,
+        help="RunConfig.absent_weight of every run (default: its default)",
+    )
     parser.add_argument("--quick", action="store_true", help="a short budget (200 steps)")
     parser.add_argument("--work", type=Path, default=None, help="keep the runs here (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=RESULTS / f"{NAME}.json")
@@ -241,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
 
-        def config(model: str, **options) -> RunConfig:
+        def config(model: str) -> RunConfig:
             return RunConfig(
                 project=str(project),
                 model=model,
@@ -253,7 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
                 seed=args.seed,
                 holdout=holdout,
                 checkpoint_every=max(args.steps, 1),
-                model_options=options,
+                model_options=dict(args.option) if model != "supervised" else {},
+                **({} if args.absent_weight is None else {"absent_weight": args.absent_weight}),
             )
 
         seconds: dict[str, float] = {}
@@ -343,6 +358,8 @@ def main(argv: list[str] | None = None) -> dict:
         "size": list(runs["dgp3d"].size),
         "steps": args.steps,
         "seed": args.seed,
+        "options": dict(args.option),
+        "absent_weight": {m: r.config.absent_weight for m, r in runs.items()},
         "quick": bool(args.quick),
         "rmse_mm": {k: rmse(v, truth) for k, v in estimates.items()},
         "rmse_hidden_mm": {k: rmse(v, truth, hidden) for k, v in estimates.items()},

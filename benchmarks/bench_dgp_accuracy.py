@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from dgp_pyro.cli.options import add_model_option_argument
+
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "bench_dgp_accuracy"
 VARIANTS = ("supervised", "temporal", "skeletal", "dgp")
@@ -44,7 +46,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--calibration-labels", type=int, default=4, help="held-out frames for calibration")
-    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="a model option")
+    parser.add_argument(
+        "--absent-weight", type=float, default=None, help="RunConfig.absent_weight (default: its default)"
+    )
+    add_model_option_argument(parser, help="a model option")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keep", type=Path, default=None, help="keep the project and runs here")
     parser.add_argument("--out", type=Path, default=RESULTS / f"{NAME}.json")
@@ -69,10 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
             seed=args.seed,
             size=size,
         )
-    options = {}
-    for text in args.option:
-        name, _, value = text.partition("=")
-        options[name] = json.loads(value) if value[:1] in "0123456789-[{tf" else value
+    options = dict(args.option)
     result: dict = {
         "name": NAME,
         "backbone": args.backbone,
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
                 checkpoint_every=max(steps, 1),
                 model_options=dict(options) if variant != "supervised" else {},
             )
+            if args.absent_weight is not None:
+                config.absent_weight = args.absent_weight
             started = time.perf_counter()
             run = trainer_for(variant)(config, work / variant, progress=False)
             seconds = time.perf_counter() - started
@@ -108,10 +112,12 @@ def main(argv: list[str] | None = None) -> dict:
                 "median_px": report["truth_unlabeled_median_px"],
                 "pck_5px": report["truth_unlabeled_pck_5px"],
                 "visible_rmse_px": report["truth_unlabeled_visible_rmse_px"],
+                "hidden_rmse_px": report["truth_unlabeled_hidden_rmse_px"],
                 "coverage_50": report.get("truth_coverage_50"),
                 "coverage_90": report.get("truth_coverage_90"),
                 "coverage_95": report.get("truth_coverage_95"),
                 "train_seconds": round(seconds, 1),
+                "absent_weight": run.config.absent_weight,
             }
             calibration = run.path / "posterior_calibration.json"
             if calibration.is_file():

@@ -45,7 +45,7 @@ from dgp_pyro.model.dgp3d import (
 )
 from dgp_pyro.model.potentials import PRIOR_RIDGE, default_skeletal_weights, default_temporal_weights
 from dgp_pyro.nets import heatmap_grid, soft_argmax
-from dgp_pyro.run import RunConfig, load_run
+from dgp_pyro.run import DEFAULT_ABSENT_WEIGHT, RunConfig, load_run
 
 EDGES = [(int(i), int(j)) for i, j in SKELETON_INDEX]
 STRIDE = 4
@@ -339,6 +339,7 @@ def test_train_resume_and_outputs(project3, tmp_path):
     resumed = train_dgp3d(tiny_config(project3), tmp_path / "resumed", resume=True, progress=False)
     a, b = straight.checkpoint(), resumed.checkpoint()
     assert a["step"] == b["step"] == 5
+    assert straight.config.absent_weight == DEFAULT_ABSENT_WEIGHT["3d"] > 0  # hidden views drop out
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     for key, value in a["guide_correction"].items():
@@ -359,6 +360,23 @@ def test_train_resume_and_outputs(project3, tmp_path):
 
     view = read_predictions(tmp_path / "out" / "session0_cam1_DGPpyro_dgp3d.csv")
     assert view.xy.shape == (40, len(KEYPOINTS), 2) and "x_lo90" in view.extras
+
+
+def test_windows_train_the_network_only_when_asked(project3, tmp_path):
+    """``windows_train_network=false``: the windows fit the guide, the network learns from labels."""
+
+    def network_after(name: str, **options) -> dict[str, torch.Tensor]:
+        options = {"window": 4, "random_windows": 3, "dgp_start": 0.2, **options}
+        # no clipping: the global gradient norm would let the guide's gradients scale the network's
+        config = tiny_config(project3, steps=4, clip_grad_norm=0.0, model_options=options)
+        return train_dgp3d(config, tmp_path / name, progress=False).checkpoint()["model"]
+
+    light = network_after("light", windows_train_network=False, unlabeled_weight=0.1)
+    heavy = network_after("heavy", windows_train_network=False, unlabeled_weight=10.0)
+    trained = network_after("trained", windows_train_network=True, unlabeled_weight=10.0)
+    for key, value in light.items():
+        assert torch.equal(value, heavy[key]), key  # how much the windows weigh cannot matter
+    assert any(not torch.equal(value, trained[key]) for key, value in light.items())
 
 
 # --------------------------------------------------------------------------- bad input

@@ -292,6 +292,29 @@ def test_heatmap_loss_ignores_missing_labels():
     assert none.item() == 0.0 and torch.count_nonzero(logits.grad) == 0
 
 
+def test_heatmap_loss_trains_absent_keypoints_towards_an_empty_map():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 3, 8, 8, requires_grad=True)
+    nan = float("nan")
+    points = torch.tensor(
+        [
+            [[20.0, 30.0], [nan, nan], [40.0, 10.0]],  # keypoint 1 hidden in a labeled image
+            [[5.0, 5.0], [50.0, 50.0], [9.0, 12.0]],
+            [[nan, nan], [nan, nan], [nan, nan]],  # an unlabeled image: nothing is "absent"
+        ]
+    )
+    labeled = [(0, 0), (0, 2), (1, 0), (1, 1), (1, 2)]
+    phis = torch.stack([heatmap_potential(logits[b, k], points[b, k], 8, 8.0) for b, k in labeled])
+    empty = F.binary_cross_entropy_with_logits(logits[0, 1], torch.zeros(8, 8), reduction="sum")
+    loss = heatmap_loss(logits, points, 8, 8.0, absent_weight=0.5)
+    torch.testing.assert_close(loss, (phis.sum() + 0.5 * empty) / len(labeled))
+    loss.backward()
+    assert (logits.grad[0, 1] > 0).all()  # descent lowers every logit of the hidden map
+    assert torch.count_nonzero(logits.grad[2]) == 0
+    # weight 0 is the labels-only loss
+    torch.testing.assert_close(heatmap_loss(logits, points, 8, 8.0), phis.mean())
+
+
 def test_heatmap_potential_minimised_at_truth():
     truth = torch.tensor([[[37.3, 21.8]]])
     logits = _bump_logits(truth, (8, 10), 8, 6.0, floor=1e-3)

@@ -94,6 +94,7 @@ def test_learning_beats_mean_pose_and_evaluate_reports_it(learned_run, synth1):
     ):
         assert key in result
     assert result["n_test_frames"] == 4  # 20 % of 20 labeled frames
+    assert load_run(learned_run).config.absent_weight == 0.0  # the 2D default: hidden parts unseen
     # held-out labeled frames: well below predicting the mean training pose
     assert result["rmse_px"] < 0.7 * result["mean_pose_rmse_px"], result
     # every unlabeled frame of the video against the ground truth
@@ -103,7 +104,13 @@ def test_learning_beats_mean_pose_and_evaluate_reports_it(learned_run, synth1):
     mean_pose = np.nanmean(points[labeled], axis=0)
     baseline = np.sqrt(np.nanmean(((points[unlabeled] - mean_pose) ** 2).sum(-1)))
     assert result["truth_unlabeled_rmse_px"] < 0.7 * baseline, (result["truth_unlabeled_rmse_px"], baseline)
-    for key in ("truth_rmse_px", "truth_median_px", "truth_pck_5px", "truth_visible_rmse_px"):
+    for key in (
+        "truth_rmse_px",
+        "truth_median_px",
+        "truth_pck_5px",
+        "truth_visible_rmse_px",
+        "truth_unlabeled_hidden_rmse_px",
+    ):
         assert result[key] is not None
     assert result["truth"]["n_frames"] == 200 and result["truth"]["n_unlabeled_frames"] == 180
     assert set(result["per_keypoint"]) == set(truth["keypoints"].tolist())
@@ -225,6 +232,29 @@ def test_missing_run_folder(tmp_path):
     assert code == 2 and "run folder not found" in stderr
 
 
+def test_absent_weight_teaches_the_network_when_a_keypoint_is_hidden(learned_run, synth1, tmp_path):
+    """DeepLabCut's empty maps for hidden keypoints: the confidence then drops where a part is hidden."""
+    from dgp_pyro.infer.predict import predict_video
+
+    out = tmp_path / "absent"
+    code, _, stderr = cli(
+        "train", synth1, "--model", "supervised", "--out", out, *SIZE, "--steps", 60, "--lr", 2e-3,
+        "--holdout", 0.2, "--checkpoint-every", 1000, "--absent-weight", 1, "--quiet",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert load_run(out).config.absent_weight == 1.0
+    truth = np.load(synth1 / "ground_truth.npz")
+    visible = truth["visible"][:, 0]
+    video = next((synth1 / "videos").iterdir())
+    contrast = {}
+    for name, run_dir in (("labels only", learned_run), ("absent", out)):
+        run = load_run(run_dir)
+        confidence = predict_video(run.network(), video, run.size).confidence  # (T, J)
+        contrast[name] = confidence[~visible].mean() / confidence[visible].mean()
+    # hidden parts look far less sure than visible ones only when the network was told about them
+    assert contrast["absent"] < 0.7 * contrast["labels only"], contrast
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -232,6 +262,12 @@ def test_bad_size(synth1, tmp_path):
     code, _, stderr = cli("train", synth1, "--out", tmp_path / "r", "--size", "130x128", "--quiet")
     assert code == 2
     assert "--size 130x128 does not fit the network's stride 32; try 128x128" in stderr
+
+
+def test_negative_absent_weight(synth1, tmp_path):
+    code, _, stderr = cli("train", synth1, "--out", tmp_path / "r", "--absent-weight", -1, "--quiet")
+    assert code == 2 and "--absent-weight -1.0 must be a number of at least 0" in stderr
+    assert not (tmp_path / "r" / "checkpoints").exists()
 
 
 def test_cuda_requested_but_missing(synth1, tmp_path):

@@ -22,9 +22,11 @@ with fewer than two held-out images); ground truth or other labels judge it best
 with the true 2D points of a ``ground_truth.npz`` (synthetic projects: ``points_2d (T, V, J,
 2)``, ``visible (T, V, J)``, ``keypoints``, ``views``, ``labeled_frames``). ``--truth`` alone
 uses the project's own ``ground_truth.npz``; ``--truth FILE`` names one. Reported as
-``truth_*`` keys over four sets of points: all frames (``truth_rmse_px``), the frames that
+``truth_*`` keys over five sets of points: all frames (``truth_rmse_px``), the frames that
 were not labeled (``truth_unlabeled_*``, what a tracker is for), the points visible in their
-view (``truth_visible_*``), and both (``truth_unlabeled_visible_*``). In a multi-view project
+view (``truth_visible_*``), both (``truth_unlabeled_visible_*``), and the unlabeled points
+hidden in their view (``truth_unlabeled_hidden_*``: where only the priors and the network's
+guess of an unseen part can place them). In a multi-view project
 each view's video is predicted by the shared network and compared with ``points_2d[:, v]``.
 
 Against ground truth the posterior over whole videos is scored the same way, with
@@ -59,7 +61,7 @@ from dgp_pyro.eval.metrics import (
 #: ``--truth`` given without a file: use the project's own ground truth.
 PROJECT_TRUTH = "<project>"
 #: The subsets of ground-truth points reported, and their key prefixes.
-TRUTH_SUBSETS = ("all", "unlabeled", "visible", "unlabeled_visible")
+TRUTH_SUBSETS = ("all", "unlabeled", "visible", "unlabeled_visible", "unlabeled_hidden")
 _HEADLINE = ("rmse_px", "median_px", "mean_px", "pck_5px", "pck_10px", "n")
 #: Credible levels whose coverage is reported.
 LEVELS = (0.5, 0.9, 0.95)
@@ -412,6 +414,7 @@ def evaluate_truth(
         "unlabeled": unl_mask,
         "visible": vis_mask,
         "unlabeled_visible": unl_mask & vis_mask,
+        "unlabeled_hidden": unl_mask & ~vis_mask,
     }
     for subset in TRUTH_SUBSETS:
         mask = masks[subset]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -14,6 +15,24 @@ def parse_size(text: str) -> tuple[int, int]:
     if width <= 0 or height <= 0:
         raise argparse.ArgumentTypeError(f"size {text!r} must be positive")
     return width, height
+
+
+def parse_model_option(text: str) -> tuple[str, object]:
+    """Parse ``NAME=VALUE`` (a model option); the value is read as JSON when it is JSON, else kept as text."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"option {text!r} is not NAME=VALUE, e.g. temporal_strength=2")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+def add_model_option_argument(parser: argparse.ArgumentParser, help: str = "a model option") -> None:
+    """``--option NAME=VALUE`` (repeatable), collected as a list of ``(name, value)`` pairs."""
+    parser.add_argument(
+        "--option", action="append", type=parse_model_option, default=[], metavar="NAME=VALUE", help=help
+    )
 
 
 def parse_level(text: str) -> float:

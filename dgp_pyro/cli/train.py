@@ -17,7 +17,7 @@ import importlib
 import json
 from pathlib import Path
 
-from dgp_pyro.cli.options import add_view_arguments, parse_size
+from dgp_pyro.cli.options import add_model_option_argument, add_view_arguments, parse_size
 from dgp_pyro.errors import DGPError
 from dgp_pyro.run import CONFIG, MODELS, MODELS_3D, RunConfig
 
@@ -55,16 +55,6 @@ def _flip_pair(text: str) -> list[str]:
     return parts
 
 
-def _model_option(text: str) -> tuple[str, object]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"option {text!r} is not NAME=VALUE, e.g. temporal_strength=2")
-    try:
-        return name, json.loads(value)
-    except ValueError:
-        return name, value
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train",
@@ -97,6 +87,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="Gaussian target width, training pixels (default: the stride)",
+    )
+    parser.add_argument(
+        "--absent-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="train the heatmaps of keypoints missing from a labeled frame (hidden) towards an "
+        "empty map with this weight, as DeepLabCut does; 0 ignores them (default: 0 for the 2D "
+        "models, 0.3 for the 3D models)",
     )
     add_view_arguments(parser)
     parser.add_argument(
@@ -143,12 +142,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="3D models: the cameras, an Anipose calibration.toml whose camera names are the views "
         "(default: the project's calibration.toml; `dgp-pyro calibrate` writes one from labels)",
     )
-    parser.add_argument(
-        "--option",
-        action="append",
-        type=_model_option,
-        default=None,
-        metavar="NAME=VALUE",
+    add_model_option_argument(
+        parser,
         help="a setting of the model's trainer, e.g. temporal_strength=2 or window=16 "
         "(see dgp_pyro.infer.dgp_train.DEFAULT_OPTIONS)",
     )
@@ -169,6 +164,7 @@ _FIELDS = (
     "lr",
     "size",
     "sigma",
+    "absent_weight",
     "views",
     "view_layout",
     "holdout",
@@ -204,7 +200,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         augment.update(flip=0.5, flip_pairs=[list(p) for p in args.flip_pairs])
     config.augment = augment
     options = dict(config.model_options)
-    options.update(dict(args.option or []))
+    options.update(dict(args.option))
     if args.videos:
         options["videos"] = [str(Path(v).expanduser().absolute()) for v in args.videos]
     if args.calibration:

@@ -100,7 +100,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "label_sigma": 1.0,  # labeling noise, training pixels
     "unlabeled_weight": 0.1,  # windows' per-keypoint ELBO against the labeled loss (measured below)
     "learn_weights": False,  # fit w_t and w_s by SVI as well
-    "windows_train_network": True,  # False: the windows fit only the guide (network on labels alone)
+    # False: the windows fit only the guide; the network learns from the labels (its step still
+    # shares the global gradient clipping with the guide's)
+    "windows_train_network": True,
     "videos": [],  # extra videos for unlabeled windows, besides the project's
 }
 
@@ -177,6 +179,7 @@ def model_settings(config: RunConfig, options: dict[str, Any]) -> ModelSettings:
         edges=edges,
         label_sigma=float(options["label_sigma"]),
         unlabeled_weight=float(options["unlabeled_weight"]),
+        absent_weight=float(config.absent_weight),
     )
 
 
@@ -368,10 +371,8 @@ def train_dgp(
         if use_windows:
             frames, window_labels, window_mask = pool.sample(int(options["windows_per_step"]), generator)
             # The windows' near-identical frames must not set the batch-norm statistics.
-            with frozen_batch_norm(network):
+            with frozen_batch_norm(network), torch.set_grad_enabled(bool(options["windows_train_network"])):
                 window_logits = network(normalize_images(frames.flatten(0, 1).to(device)))
-            if not options["windows_train_network"]:
-                window_logits = window_logits.detach()
         points = points.to(device)
         labeled = LabeledBatch(labeled_logits, points, torch.isfinite(points).all(-1))
         windows = None

@@ -59,6 +59,8 @@ from dgp_pyro.infer.checkpoint import (
     restore_rng_state,
 )
 from dgp_pyro.run import (
+    DEFAULT_ABSENT_WEIGHT,
+    MODELS_3D,
     Run,
     RunConfig,
     build_network,
@@ -155,6 +157,8 @@ def prepare_training(config: RunConfig, out_dir: str | Path, resume: bool = Fals
     config.size = list(check_size(config.size))
     if config.sigma is None:
         config.sigma = float(config.stride)
+    if config.absent_weight is None:
+        config.absent_weight = DEFAULT_ABSENT_WEIGHT["3d" if config.model in MODELS_3D else "2d"]
     if config.warmup_steps is None:
         config.warmup_steps = int(min(200, max(1, round(0.05 * config.steps))))
     _check_numbers(config)
@@ -227,6 +231,10 @@ def _check_numbers(config: RunConfig) -> None:
         (config.lr > 0, f"--lr {config.lr} must be positive"),
         (config.checkpoint_every >= 1, f"--checkpoint-every {config.checkpoint_every} must be at least 1"),
         (config.sigma > 0, f"sigma {config.sigma} must be positive"),
+        (
+            math.isfinite(config.absent_weight) and config.absent_weight >= 0,
+            f"--absent-weight {config.absent_weight} must be a number of at least 0",
+        ),
         (config.lr_schedule in ("cosine", "constant"), f"unknown lr schedule {config.lr_schedule!r}"),
     ]
     for ok, message in checks:
@@ -365,11 +373,13 @@ def supervised_loss(
     from dgp_pyro.nets.heatmaps import heatmap_loss, offset_loss
 
     x = normalize_images(images)
-    stride, sigma = int(config.stride), float(config.sigma)
+    stride, sigma, absent = int(config.stride), float(config.sigma), float(config.absent_weight)
     if config.offset_head:
         logits, offsets = network.forward_with_offsets(x)
-        return heatmap_loss(logits, points, stride, sigma) + offset_loss(offsets, points, stride)
-    return heatmap_loss(network(x), points, stride, sigma)
+        return heatmap_loss(logits, points, stride, sigma, absent_weight=absent) + offset_loss(
+            offsets, points, stride
+        )
+    return heatmap_loss(network(x), points, stride, sigma, absent_weight=absent)
 
 
 def train_supervised(

@@ -71,6 +71,8 @@ class ModelSettings:
     label_sigma: float = 1.0
     #: weight of the unlabeled windows' (per keypoint and frame) ELBO against the labeled loss
     unlabeled_weight: float = 1.0
+    #: weight of the empty-map loss of keypoints absent from a labeled image (:func:`heatmap_loss`)
+    absent_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -147,6 +149,18 @@ def _fill_missing(labels: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask[..., None], labels, torch.zeros_like(labels))
 
 
+def labeled_heatmap_factor(labeled: LabeledBatch, stride: int, sigma: float, absent_weight: float) -> None:
+    """The labeled images' term of every model: ``pyro.factor`` of minus the heatmap loss.
+
+    The loss is DeepLabCut's (:func:`~dgp_pyro.nets.heatmap_loss`), averaged over the labeled
+    keypoints, with the absent keypoints' empty-map term at ``absent_weight``.
+    """
+    loss = heatmap_loss(
+        labeled.logits, labeled.labels, stride, sigma, labeled.mask, absent_weight=absent_weight
+    )
+    pyro.factor("labeled_heatmaps", -loss)
+
+
 def dgp_model(
     network: nn.Module,
     settings: ModelSettings,
@@ -163,10 +177,7 @@ def dgp_model(
     pyro.module("potential_weights", weights)
     neural = NeuralPotential(settings.stride, settings.heatmap_sigma)
     if labeled is not None:
-        loss = heatmap_loss(
-            labeled.logits, labeled.labels, settings.stride, settings.heatmap_sigma, labeled.mask
-        )
-        pyro.factor("labeled_heatmaps", -loss)
+        labeled_heatmap_factor(labeled, settings.stride, settings.heatmap_sigma, settings.absent_weight)
     if windows is None or not settings.uses_windows:
         return
     num_windows, time, keypoints = windows.mask.shape

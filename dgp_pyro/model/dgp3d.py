@@ -91,9 +91,9 @@ from torch import Tensor, nn
 
 from dgp_pyro.data.cameras import CameraGroup, rodrigues_torch, triangulate_torch, undistort_points_torch
 from dgp_pyro.infer.gaussian_chain import BlockTridiagonalGaussian, build_chain_precision
-from dgp_pyro.model.dgp import LabeledBatch, PotentialWeights
+from dgp_pyro.model.dgp import LabeledBatch, PotentialWeights, labeled_heatmap_factor
 from dgp_pyro.model.potentials import PRIOR_RIDGE, keypoint_prior
-from dgp_pyro.nets import heatmap_loss, heatmap_potential, soft_argmax
+from dgp_pyro.nets import heatmap_potential, soft_argmax
 
 __all__ = [
     "VARIANTS_3D",
@@ -139,6 +139,7 @@ class Model3DSettings:
         label_sigma: labeling noise, training pixels.
         unlabeled_weight: weight of the windows' ELBO per keypoint, frame and view, against
             the averaged labeled heatmap loss.
+        absent_weight: weight of the empty-map loss of keypoints absent from a labeled image.
         robust: :math:`k` of the robust view weights (None: plain confidence weighting).
         gauss_newton: Gauss-Newton iterations of the pseudo-observations.
         bone_iterations: relinearisations of the bone-length terms in the guide.
@@ -150,6 +151,7 @@ class Model3DSettings:
     edges: list[tuple[int, int]] = field(default_factory=list)
     label_sigma: float = 1.0
     unlabeled_weight: float = 1.0
+    absent_weight: float = 0.0
     robust: float | None = DEFAULT_ROBUST
     gauss_newton: int = 3
     bone_iterations: int = 2
@@ -817,10 +819,7 @@ def dgp3d_model(
     pyro.module("network", network)
     pyro.module("potential_weights", weights)
     if labeled is not None:
-        loss = heatmap_loss(
-            labeled.logits, labeled.labels, settings.stride, settings.heatmap_sigma, labeled.mask
-        )
-        pyro.factor("labeled_heatmaps", -loss)
+        labeled_heatmap_factor(labeled, settings.stride, settings.heatmap_sigma, settings.absent_weight)
     if windows is None or not settings.uses_windows:
         return
     num_windows, time, views, keypoints = windows.mask.shape

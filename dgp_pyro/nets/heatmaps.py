@@ -18,7 +18,8 @@ Functions
 - :func:`gaussian_targets`: :math:`t_{ij}(y) = \exp(-\|g_{ij} - y\|^2 / 2\sigma^2)`.
 - :func:`heatmap_potential`: :math:`\phi_n(y) = \sum_{ij} \mathrm{BCE}(\sigma(h_{ij}), t_{ij}(y))`,
   differentiable in :math:`y` and in the logits :math:`h`, batched over samples of :math:`y`.
-- :func:`heatmap_loss`: the same, averaged over the labeled keypoints (training on labels).
+- :func:`heatmap_loss`: the same, averaged over the labeled keypoints (training on labels);
+  optionally the maps of absent (hidden) keypoints are trained towards zero.
 - :func:`offset_loss`: Huber loss of location-refinement offsets near each label.
 - :func:`soft_argmax`: mean :math:`\mu`, covariance :math:`\Sigma` and confidence of each
   heatmap, the Gaussian form :math:`\phi_n \approx \tfrac12 (y-\mu)^\top \Sigma^{-1} (y-\mu)`.
@@ -146,22 +147,32 @@ def heatmap_loss(
     stride: int,
     sigma: float,
     mask: Bool[Tensor, "batch keypoints"] | None = None,
+    absent_weight: float = 0.0,
 ) -> Float[Tensor, ""]:
     r"""DeepLabCut's heatmap loss: BCE against Gaussian bumps, summed over each map, averaged over labels.
 
     .. math::
 
-        L = \frac{1}{|\mathcal{L}|} \sum_{(b,k) \in \mathcal{L}} \phi_n(y_{bk};\, h_{bk})
+        L = \frac{1}{|\mathcal{L}|} \Big[\sum_{(b,k) \in \mathcal{L}} \phi_n(y_{bk};\, h_{bk})
+            + w_a \sum_{(b,k) \in \mathcal{A}} \sum_{ij} \operatorname{softplus}(h_{bkij})\Big]
 
     with :math:`\mathcal{L}` the labeled keypoints (finite and ``mask`` true) and
-    :math:`\phi_n` of :func:`heatmap_potential`. Missing labels contribute nothing: they are
-    replaced by a finite dummy before any arithmetic, so their gradients are exactly zero (never
-    NaN). With no label at all the loss is 0 (still differentiable).
+    :math:`\phi_n` of :func:`heatmap_potential`. :math:`\mathcal{A}` are the *absent* keypoints:
+    missing in an image that has at least one label, i.e. hidden or outside the image (an image
+    with no label at all is unlabeled, not empty). With ``absent_weight`` :math:`w_a > 0` their
+    maps are trained towards zero (BCE against an empty target), as DeepLabCut does, so the
+    network's confidence says when a keypoint cannot be seen; with 0 they contribute nothing.
+    Missing labels are replaced by a finite dummy before any arithmetic, so their gradients
+    through the bump are exactly zero (never NaN). With no label at all the loss is 0.
     """
     valid = labeled_mask(keypoints, mask)
     safe = torch.where(valid[..., None], keypoints, torch.zeros_like(keypoints))
     phi = heatmap_potential(logits, safe, stride, sigma)
     total = torch.where(valid, phi, torch.zeros_like(phi)).sum()
+    if absent_weight > 0:
+        absent = ~valid & valid.any(dim=-1, keepdim=True)
+        empty = F.softplus(logits).sum(dim=(-2, -1))  # BCE of each map against an all-zero target
+        total = total + absent_weight * torch.where(absent, empty, torch.zeros_like(empty)).sum()
     return total / valid.sum().clamp(min=1).to(total.dtype)
 
 

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from dgp_pyro.cli.options import add_model_option_argument
-from dgp_pyro.run import DEFAULT_ABSENT_WEIGHT, MODELS_3D
+from dgp_pyro.run import default_absent_weight
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "dgp3d_accuracy"
@@ -178,9 +178,7 @@ def _finished(run_dir: Path, config) -> bool:
     saved = json.loads((run_dir / "config.json").read_text())
     rows = (run_dir / "loss.csv").read_text().strip().splitlines()
     same = all(saved.get(k) == getattr(config, k) for k in ("project", "model", "steps", "seed", "holdout"))
-    absent = config.absent_weight
-    if absent is None:
-        absent = DEFAULT_ABSENT_WEIGHT["3d" if config.model in MODELS_3D else "2d"]
+    absent = default_absent_weight(config.model) if config.absent_weight is None else config.absent_weight
     same = same and saved.get("absent_weight", 0.0) == absent  # older runs had none
     options = saved.get("model_options", {}).items() >= config.model_options.items()
     return same and options and len(rows) > config.steps
@@ -268,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
                 holdout=holdout,
                 checkpoint_every=max(args.steps, 1),
                 model_options=dict(args.option) if model != "supervised" else {},
-                **({} if args.absent_weight is None else {"absent_weight": args.absent_weight}),
+                absent_weight=args.absent_weight,  # None: the model's default
             )
 
         seconds: dict[str, float] = {}

@@ -100,9 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
                 seed=args.seed,
                 checkpoint_every=max(steps, 1),
                 model_options=dict(options) if variant != "supervised" else {},
+                absent_weight=args.absent_weight,  # None: the model's default
             )
-            if args.absent_weight is not None:
-                config.absent_weight = args.absent_weight
             started = time.perf_counter()
             run = trainer_for(variant)(config, work / variant, progress=False)
             seconds = time.perf_counter() - started

@@ -51,6 +51,12 @@ LOSS_COLUMNS = ("step", "loss", "lr", "seconds")
 #: view drop out of the triangulation (supervised + DLT 7.81 -> 6.72 mm at 0.3, 6.79 at 0.1).
 DEFAULT_ABSENT_WEIGHT = {"2d": 0.0, "3d": 0.3}
 
+
+def default_absent_weight(model: str) -> float:
+    """The ``absent_weight`` a run of ``model`` trains with when none is given."""
+    return DEFAULT_ABSENT_WEIGHT["3d" if model in MODELS_3D else "2d"]
+
+
 #: Settings that may differ between a run and its ``--resume`` (they do not change the result).
 RESUME_MAY_CHANGE = frozenset({"device", "checkpoint_every", "keep_checkpoints"})
 

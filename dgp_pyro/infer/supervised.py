@@ -59,11 +59,10 @@ from dgp_pyro.infer.checkpoint import (
     restore_rng_state,
 )
 from dgp_pyro.run import (
-    DEFAULT_ABSENT_WEIGHT,
-    MODELS_3D,
     Run,
     RunConfig,
     build_network,
+    default_absent_weight,
     load_run,
     prepare_run_dir,
     read_loss_log,
@@ -158,7 +157,7 @@ def prepare_training(config: RunConfig, out_dir: str | Path, resume: bool = Fals
     if config.sigma is None:
         config.sigma = float(config.stride)
     if config.absent_weight is None:
-        config.absent_weight = DEFAULT_ABSENT_WEIGHT["3d" if config.model in MODELS_3D else "2d"]
+        config.absent_weight = default_absent_weight(config.model)
     if config.warmup_steps is None:
         config.warmup_steps = int(min(200, max(1, round(0.05 * config.steps))))
     _check_numbers(config)

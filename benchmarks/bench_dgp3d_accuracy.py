@@ -28,9 +28,12 @@ linearised triangulation without potentials: what the 3D inference alone gives) 
 ``dgp3d_network_dlt`` (the dgp3d run's network with plain DLT: what its training alone gives),
 the ratios
 ``c/a`` and ``c/b`` of the 3D RMSE, the RMSE over the points hidden in at least one view
-(occluded or out of the frame, from ``visible``) and its ratios, the coverage of the 50/90/95 %
-3D intervals (dgp3d and (b)) and of dgp3d's reprojected 2D intervals against the true 2D
-points, the mean posterior standard deviation, and the seconds of each stage. ``--bones``
+(occluded or out of the frame, from ``visible``) and its ratios, every RMSE split by the number
+of views that see the point (``rmse_by_views_seen_mm``), the coverage of the 50/90/95 %
+3D intervals (dgp3d and (b); dgp3d's also apart for the points every view sees and the others)
+and of dgp3d's reprojected 2D intervals against the true 2D points, the mean posterior standard
+deviation, and the seconds of each stage. ``oracle_visibility_dlt`` is a diagnostic that reads
+the ground truth: (a) with the views that do not see a point left out. ``--bones``
 also trains ``dgp3d_bones`` with the same budget. CPU, one torch thread by default (on a
 shared 2-core machine two threads fighting other processes are many times slower).
 
@@ -163,8 +166,11 @@ def anipose_triangulation(
     )
 
 
-def coverage(lower: dict, upper: dict, truth: np.ndarray) -> dict[str, float]:
+def coverage(lower: dict, upper: dict, truth: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
+    """Share of true coordinates inside each interval; ``mask`` (T, J) keeps some points only."""
     finite = np.isfinite(truth)
+    if mask is not None:
+        finite &= np.broadcast_to(mask[..., None], truth.shape)
     return {
         f"{level * 100:g}": float(((truth >= lower[level]) & (truth <= upper[level]))[finite].mean())
         for level in sorted(lower)
@@ -339,6 +345,10 @@ def main(argv: list[str] | None = None) -> dict:
     estimates.update(network_dlt)
     if anipose is not None:
         estimates["b2_anipose_optim"] = anipose
+    # a diagnostic, not a method: (a) with the views that do not see a point (ground truth) left
+    # out, so what is left is the network's precision where it sees the point
+    oracle = {"oracle_visibility_dlt": group.triangulate(mean2d, conf * visible.transpose(1, 0, 2))}
+    seen_by = visible.sum(1)  # (T, J): in how many views each point is visible
     result: dict = {
         "name": NAME,
         "project": project.name,
@@ -359,8 +369,18 @@ def main(argv: list[str] | None = None) -> dict:
         "options": dict(args.option),
         "absent_weight": {m: r.config.absent_weight for m, r in runs.items()},
         "quick": bool(args.quick),
-        "rmse_mm": {k: rmse(v, truth) for k, v in estimates.items()},
+        "rmse_mm": {k: rmse(v, truth) for k, v in {**estimates, **oracle}.items()},
         "rmse_hidden_mm": {k: rmse(v, truth, hidden) for k, v in estimates.items()},
+        # the RMSE of the points seen in n views (n = 0 .. V) and their count: where the error lives
+        "rmse_by_views_seen_mm": {
+            k: {
+                str(n): rmse(v, truth, seen_by == n)
+                for n in range(visible.shape[1] + 1)
+                if (seen_by == n).any()
+            }
+            for k, v in {**estimates, **oracle}.items()
+        },
+        "n_by_views_seen": {str(n): int((seen_by == n).sum()) for n in range(visible.shape[1] + 1)},
         "n_points": int(np.isfinite(truth).all(-1).sum()),
         "n_hidden": int(hidden.sum()),
         "n_missing_dlt": int((~np.isfinite(dlt).all(-1)).sum()),
@@ -380,6 +400,13 @@ def main(argv: list[str] | None = None) -> dict:
         result["b2_anipose_optim"] = "aniposelib not installed"
     result["coverage_3d"] = {m: coverage(p.lower, p.upper, truth) for m, p in posteriors.items()}
     result["coverage_3d"]["b_supervised_dlt_smoothed"] = coverage(smoothed["lower"], smoothed["upper"], truth)
+    # recalibration sees held-out labels, i.e. visible points only: how the two kinds fare
+    result["coverage_3d_seen_by_all"] = {
+        m: coverage(p.lower, p.upper, truth, ~hidden) for m, p in posteriors.items()
+    }
+    result["coverage_3d_hidden"] = {
+        m: coverage(p.lower, p.upper, truth, hidden) for m, p in posteriors.items()
+    }
     result["coverage_2d_reprojected"] = {
         m: coverage(p.lower_2d, p.upper_2d, truth_2d) for m, p in posteriors.items()
     }

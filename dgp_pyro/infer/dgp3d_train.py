@@ -138,8 +138,8 @@ DEFAULT_OPTIONS_3D: dict[str, Any] = {
     "unlabeled_weight": 0.1,  # windows' ELBO per keypoint, frame and view, against the labeled loss
     "robust": DEFAULT_ROBUST,  # robust view weights: k in heatmap spreads (0: plain confidence weighting)
     "learn_weights": False,  # fit w_t and w_s by SVI as well
-    # False: the windows fit only the guide; the network learns from the labels (its step still
-    # shares the global gradient clipping with the guide's). False by default: with the empty
+    # False: the windows fit only the guide; the network learns from the labels alone (clipped
+    # apart from the guide, so the windows cannot touch its step). False by default: with the empty
     # maps of hidden parts (RunConfig.absent_weight) the windows' pseudo-labels, which put a
     # bump at the reprojection in every view, contradict the labels (measured in the module doc)
     "windows_train_network": False,
@@ -734,7 +734,6 @@ def train_dgp3d(
     weights.to(device)
     correction.to(device)
     guide_parameters = list(correction.parameters()) + list(weights.parameters())
-    parameters = list(network.parameters()) + guide_parameters
     optimizer = make_optimizer(
         [
             {"params": list(network.parameters())},
@@ -819,7 +818,7 @@ def train_dgp3d(
         elbo_rows.append({"step": step, **{k: parts.get(k, 0.0) for k in ELBO_PARTS}})
 
     run_training_loop(
-        setup, network, parameters, optimizer, scheduler, generator, checkpointer, log, step,
+        setup, network, optimizer, scheduler, generator, checkpointer, log, step,
         seconds_before, compute_loss, extra_state=extra_state,
         on_save=lambda: write_elbo_rows(setup.run_dir / ELBO_LOG, elbo_rows, ELBO_PARTS), on_parts=log_parts,
         progress=progress, on_step=on_step,

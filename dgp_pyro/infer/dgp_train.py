@@ -396,7 +396,7 @@ def train_dgp(
         elbo_rows.append({"step": step, **{k: parts.get(k, 0.0) for k in ELBO_PARTS}})
 
     run_training_loop(
-        setup, network, parameters, optimizer, scheduler, generator, checkpointer, log, step,
+        setup, network, optimizer, scheduler, generator, checkpointer, log, step,
         seconds_before, compute_loss, extra_state=extra_state,
         on_save=lambda: write_elbo_rows(setup.run_dir / ELBO_LOG, elbo_rows), on_parts=log_parts,
         progress=progress, on_step=on_step,

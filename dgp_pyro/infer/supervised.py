@@ -23,7 +23,7 @@ Training recipe (defaults in :class:`~dgp_pyro.run.RunConfig`):
 - AdamW (``lr`` 1e-3, weight decay 1e-4), linear warm-up over ``warmup_steps`` (default 5 %
   of the steps, at most 200) then cosine decay to ``min_lr_factor * lr``; this trains the
   network from scratch (no pretrained weights are needed, none can be downloaded offline);
-- gradients clipped to a global norm of ``clip_grad_norm``;
+- gradients clipped to a norm of ``clip_grad_norm`` per optimizer parameter group;
 - a checkpoint every ``checkpoint_every`` steps and at the end, written atomically, holding
   everything to resume exactly (model, optimizer, scheduler, step, every RNG state); on
   Ctrl-C the current state is saved before the interrupt propagates.
@@ -424,7 +424,7 @@ def train_supervised(
         return loss, {"loss": float(loss.detach())}
 
     run_training_loop(
-        setup, network, list(network.parameters()), optimizer, scheduler, generator, checkpointer,
+        setup, network, optimizer, scheduler, generator, checkpointer,
         log, step, seconds_before, compute_loss, progress=progress, on_step=on_step,
     )  # fmt: skip
     return finish_run(setup.run_dir)
@@ -446,7 +446,6 @@ def finish_run(run_dir: Path) -> Run:
 def run_training_loop(
     setup: TrainingSetup,
     network: nn.Module,
-    parameters: list[nn.Parameter],
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     generator: torch.Generator,
@@ -502,7 +501,10 @@ def run_training_loop(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_grad_norm and config.clip_grad_norm > 0:
-                nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm)
+                # per parameter group: with one global norm, the guide's gradients (a group of
+                # their own in dgp3d) would shrink the network's step, and the other way round
+                for group in optimizer.param_groups:
+                    nn.utils.clip_grad_norm_(group["params"], config.clip_grad_norm)
             lr = optimizer.param_groups[0]["lr"]
             in_update = True
             optimizer.step()

@@ -144,6 +144,7 @@ def test_unknown_option_is_refused(project, tmp_path):
         ("window", 1, "at least 2 frames"),
         ("temporal_strength", "strong", "positive"),
         ("dgp_start", 1.0, "[0, 1)"),
+        ("guide_lr", 0, "positive"),
     ],
 )
 def test_option_out_of_range_is_refused_before_training(project, tmp_path, option, value, what):
@@ -151,6 +152,22 @@ def test_option_out_of_range_is_refused_before_training(project, tmp_path, optio
         train_dgp(tiny(project, steps=2, **{option: value}), tmp_path / "run", progress=False)
     assert option in str(info.value) and what in str(info.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_guide_lr_gives_the_guide_a_group_of_its_own(project, tmp_path):
+    """``guide_lr`` null: one optimizer group; a number: the guide apart, at that lr, no decay."""
+    from dgp_pyro.infer.dgp_train import joint_optimizer
+
+    network, guide = torch.nn.Linear(2, 2), [torch.nn.Parameter(torch.zeros(3))]
+    config = tiny(project)
+    shared = joint_optimizer(network, guide, None, config)
+    assert len(shared.param_groups) == 1 and len(shared.param_groups[0]["params"]) == 3
+    apart = joint_optimizer(network, guide, 0.05, config)
+    assert [g["lr"] for g in apart.param_groups] == [config.lr, 0.05]
+    assert apart.param_groups[1]["weight_decay"] == 0.0 and apart.param_groups[1]["params"] == guide
+    run = train_dgp(tiny(project, steps=4, guide_lr=0.05), tmp_path / "run", progress=False)
+    groups = torch.load(run.path / "checkpoints" / "last.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert len(groups) == 2 and groups[1]["weight_decay"] == 0.0
 
 
 def test_video_shorter_than_the_window_is_refused(project, tmp_path):

@@ -73,11 +73,16 @@ from dgp_pyro.data.video import VideoReader, video_info
 from dgp_pyro.data.windows import to_training_pixels, video_frame_of_image
 from dgp_pyro.errors import DGPError
 from dgp_pyro.infer.checkpoint import Checkpointer
-from dgp_pyro.infer.dgp_train import check_option_values, start_or_resume, trace_elbo, write_elbo_rows
+from dgp_pyro.infer.dgp_train import (
+    check_option_values,
+    joint_optimizer,
+    start_or_resume,
+    trace_elbo,
+    write_elbo_rows,
+)
 from dgp_pyro.infer.supervised import (
     build_network_seeded,
     finish_run,
-    make_optimizer,
     make_scheduler,
     prepare_training,
     run_training_loop,
@@ -143,7 +148,7 @@ DEFAULT_OPTIONS_3D: dict[str, Any] = {
     # maps of hidden parts (RunConfig.absent_weight) the windows' pseudo-labels, which put a
     # bump at the reprojection in every view, contradict the labels (measured in the module doc)
     "windows_train_network": False,
-    "guide_lr": 0.02,  # peak learning rate of the guide corrections (and learned weights)
+    "guide_lr": 0.02,  # peak lr of the guide corrections (and learned weights); null: the network's
     "calibrate_precision": True,  # start the precision scales from the labeled windows
     "calibration": None,  # an Anipose calibration.toml (default: the project's), --calibration
 }
@@ -734,13 +739,7 @@ def train_dgp3d(
     weights.to(device)
     correction.to(device)
     guide_parameters = list(correction.parameters()) + list(weights.parameters())
-    optimizer = make_optimizer(
-        [
-            {"params": list(network.parameters())},
-            {"params": guide_parameters, "lr": float(options["guide_lr"]), "weight_decay": 0.0},
-        ],
-        config,
-    )
+    optimizer = joint_optimizer(network, guide_parameters, options["guide_lr"], config)
     scheduler = make_scheduler(optimizer, config)
     checkpointer = Checkpointer(setup.run_dir / "checkpoints", keep=config.keep_checkpoints)
 

@@ -347,7 +347,10 @@ def main(argv: list[str] | None = None) -> dict:
         estimates["b2_anipose_optim"] = anipose
     # a diagnostic, not a method: (a) with the views that do not see a point (ground truth) left
     # out, so what is left is the network's precision where it sees the point
-    oracle = {"oracle_visibility_dlt": group.triangulate(mean2d, conf * visible.transpose(1, 0, 2))}
+    scored = {
+        **estimates,
+        "oracle_visibility_dlt": group.triangulate(mean2d, conf * visible.transpose(1, 0, 2)),
+    }
     seen_by = visible.sum(1)  # (T, J): in how many views each point is visible
     result: dict = {
         "name": NAME,
@@ -369,7 +372,7 @@ def main(argv: list[str] | None = None) -> dict:
         "options": dict(args.option),
         "absent_weight": {m: r.config.absent_weight for m, r in runs.items()},
         "quick": bool(args.quick),
-        "rmse_mm": {k: rmse(v, truth) for k, v in {**estimates, **oracle}.items()},
+        "rmse_mm": {k: rmse(v, truth) for k, v in scored.items()},
         "rmse_hidden_mm": {k: rmse(v, truth, hidden) for k, v in estimates.items()},
         # the RMSE of the points seen in n views (n = 0 .. V) and their count: where the error lives
         "rmse_by_views_seen_mm": {
@@ -378,7 +381,7 @@ def main(argv: list[str] | None = None) -> dict:
                 for n in range(visible.shape[1] + 1)
                 if (seen_by == n).any()
             }
-            for k, v in {**estimates, **oracle}.items()
+            for k, v in scored.items()
         },
         "n_by_views_seen": {str(n): int((seen_by == n).sum()) for n in range(visible.shape[1] + 1)},
         "n_points": int(np.isfinite(truth).all(-1).sum()),

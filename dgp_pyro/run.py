@@ -87,7 +87,7 @@ class RunConfig:
         lr_schedule: ``"cosine"`` (decay to ``min_lr_factor * lr``) or ``"constant"``.
         min_lr_factor: the final learning rate as a fraction of ``lr``.
         clip_grad_norm: gradient clipping (L2 norm of each optimizer parameter group: the
-            network, and in ``dgp3d`` the guide apart); 0 disables.
+            network, and in the graphical models the guide apart); 0 disables.
         sigma: width of the Gaussian target, pixels at training size (default: ``stride``).
         absent_weight: weight of the loss that trains the heatmaps of keypoints missing from a
             labeled image (hidden, or outside it) towards zero, as DeepLabCut does; 0 ignores them

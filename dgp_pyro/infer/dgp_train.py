@@ -106,7 +106,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # False: the windows fit only the guide; the network learns from the labels
     "windows_train_network": True,
     # peak lr of the guide corrections (and learned weights): an optimizer group of their own, no
-    # weight decay, clipped apart, as in dgp3d; null: in the network's group (measured below)
+    # weight decay, clipped apart, as in dgp3d; null: in the network's group (measured in the
+    # module doc)
     "guide_lr": 0.02,
     "videos": [],  # extra videos for unlabeled windows, besides the project's
 }

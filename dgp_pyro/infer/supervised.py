@@ -502,7 +502,7 @@ def run_training_loop(
             loss.backward()
             if config.clip_grad_norm and config.clip_grad_norm > 0:
                 # per parameter group: with one global norm, the guide's gradients (a group of
-                # their own in dgp3d) would shrink the network's step, and the other way round
+                # their own in the graphical models) would shrink the network's step, and back
                 for group in optimizer.param_groups:
                     nn.utils.clip_grad_norm_(group["params"], config.clip_grad_norm)
             lr = optimizer.param_groups[0]["lr"]

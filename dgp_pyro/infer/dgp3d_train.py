@@ -55,7 +55,6 @@ labels alone and the guide fitted on the windows: 6.29 / 7.05.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,25 +66,20 @@ import torch
 from jaxtyping import Bool, Float, UInt8
 from torch import Tensor, nn
 
-from dgp_pyro.data.augment import AugmentConfig, flip_permutation, resize_frames
+from dgp_pyro.data.augment import resize_frames
 from dgp_pyro.data.cameras import CameraGroup, triangulate_torch
 from dgp_pyro.data.video import VideoReader, video_info
 from dgp_pyro.data.windows import to_training_pixels, video_frame_of_image
 from dgp_pyro.errors import DGPError
-from dgp_pyro.infer.checkpoint import Checkpointer
 from dgp_pyro.infer.dgp_train import (
     check_option_values,
-    joint_optimizer,
-    start_or_resume,
+    join_windows,
     trace_elbo,
-    write_elbo_rows,
+    train_jointly,
 )
 from dgp_pyro.infer.supervised import (
     build_network_seeded,
-    finish_run,
-    make_scheduler,
     prepare_training,
-    run_training_loop,
     seed_everything,
 )
 from dgp_pyro.model.dgp import LabeledBatch
@@ -103,7 +97,7 @@ from dgp_pyro.model.dgp3d import (
     triangulation_observations,
 )
 from dgp_pyro.model.potentials import default_skeletal_weights
-from dgp_pyro.nets import frozen_batch_norm, normalize_images, soft_argmax
+from dgp_pyro.nets import normalize_images, soft_argmax
 from dgp_pyro.run import MODELS_3D, Run, RunConfig
 
 __all__ = [
@@ -606,19 +600,14 @@ def estimate_temporal_weights3d(
     trajectories, confidences = [], []
     for start in range(0, len(pool), per_chunk):
         frames = pool.frames[start : start + per_chunk]
-        w = frames.shape[0]
         mean, cov, confidence = view_summaries(network, frames, channels, settings.stride)
         obs = triangulation_observations(
             cameras, mean, cov, confidence, robust=settings.robust, iterations=settings.gauss_newton
         )
         points = obs.point.cpu().numpy()  # (w, T, J, 3)
         conf = confidence.double().sort(dim=2, descending=True).values[:, :, 1]
-        conf = conf.cpu().numpy()
-        pad = np.full((w, 1) + points.shape[2:], np.nan)
-        trajectories.append(np.concatenate([points, pad], axis=1).reshape(-1, *points.shape[2:]))
-        confidences.append(
-            np.concatenate([conf, np.zeros((w, 1, conf.shape[-1]))], axis=1).reshape(-1, conf.shape[-1])
-        )
+        trajectories.append(join_windows(points, np.nan))
+        confidences.append(join_windows(conf.cpu().numpy(), 0.0))
     network.train(was_training)
     return mean_square_temporal_weights(np.concatenate(trajectories), np.concatenate(confidences), strength)
 
@@ -738,11 +727,6 @@ def train_dgp3d(
     correction = GuideCorrection3D(keypoints)
     weights.to(device)
     correction.to(device)
-    guide_parameters = list(correction.parameters()) + list(weights.parameters())
-    optimizer = joint_optimizer(network, guide_parameters, options["guide_lr"], config)
-    scheduler = make_scheduler(optimizer, config)
-    checkpointer = Checkpointer(setup.run_dir / "checkpoints", keep=config.keep_checkpoints)
-
     pool = build_sync_window_pool(
         sessions,
         size,
@@ -759,67 +743,40 @@ def train_dgp3d(
             project.root / "videos",
             hint="use a shorter window (--option window=N)",
         )
-    dgp_start = int(math.floor(float(options["dgp_start"]) * config.steps))
 
-    step, seconds_before, temporal_ready, log, elbo_rows = start_or_resume(
-        setup, resume, checkpointer, network, optimizer, scheduler, generator, weights, correction
-    )
-
-    augment = AugmentConfig.from_dict(config.augment)
-    flip_perm = flip_permutation(config.keypoints, augment.flip_pairs) if augment.flip > 0 else None
-
-    def compute_loss(step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        nonlocal temporal_ready
-        use_windows = settings.uses_windows and step >= dgp_start
-        if use_windows and not temporal_ready:
-            if settings.temporal:
-                strength = float(options["temporal_strength"])
-                temporal = estimate_temporal_weights3d(
-                    network, pool, cameras, settings, strength, channels=channels
-                )
-                with torch.no_grad():
-                    weights.log_temporal.copy_(torch.as_tensor(temporal).log())
-            if options["calibrate_precision"]:
-                scale = calibrate_precision_scale(network, pool, cameras, settings, channels=channels)
-                with torch.no_grad():
-                    correction.log_precision_scale.copy_(torch.as_tensor(scale).log())
-            temporal_ready = True
-        images, points = setup.dataset.sample_batch(config.batch_size, generator, augment, flip_perm)
-        labeled_logits = network(normalize_images(images.to(device)))
-        if use_windows:
-            frames, window_labels, window_mask = pool.sample(int(options["windows_per_step"]), generator)
-            # every image of every frame of the windows, once; near-identical frames must not set
-            # the batch-norm statistics
-            with frozen_batch_norm(network), torch.set_grad_enabled(bool(options["windows_train_network"])):
-                window_logits = network(normalize_images(frames.flatten(0, 2).to(device)))
-        points = points.to(device)
-        labeled = LabeledBatch(labeled_logits, points, torch.isfinite(points).all(-1))
-        windows = None
-        if use_windows:
-            w, t, n_images = frames.shape[:3]
-            windows = ViewWindowBatch(
-                channels.select(window_logits.reshape(w, t, n_images, *window_logits.shape[1:]), tail=2),
-                window_labels.to(device),
-                window_mask.to(device),
-                channels.present(device),
+    def initialise_potentials() -> None:
+        if settings.temporal:
+            strength = float(options["temporal_strength"])
+            temporal = estimate_temporal_weights3d(
+                network, pool, cameras, settings, strength, channels=channels
             )
+            with torch.no_grad():
+                weights.log_temporal.copy_(torch.as_tensor(temporal).log())
+        if options["calibrate_precision"]:
+            scale = calibrate_precision_scale(network, pool, cameras, settings, channels=channels)
+            with torch.no_grad():
+                correction.log_precision_scale.copy_(torch.as_tensor(scale).log())
+
+    def window_batch(logits: Tensor, labels: Tensor, mask: Tensor) -> ViewWindowBatch:
+        w, t = mask.shape[:2]  # the logits of every image of every frame: (w t images, ...)
+        return ViewWindowBatch(
+            channels.select(logits.reshape(w, t, channels.num_images, *logits.shape[1:]), tail=2),
+            labels.to(device),
+            mask.to(device),
+            channels.present(device),
+        )
+
+    def loss(labeled: LabeledBatch, windows: ViewWindowBatch | None) -> tuple[Tensor, dict[str, float]]:
         return elbo_loss3d(network, settings, weights, correction, cameras, labeled, windows)
 
-    def extra_state() -> dict[str, Any]:
-        return {
-            "potential_weights": weights.state_dict(),
-            "guide_correction": correction.state_dict(),
-            "temporal_ready": temporal_ready,
-            "frame_sizes": [list(size) for size in sessions[0].frame_sizes],
-        }
-
-    def log_parts(step: int, parts: dict[str, float]) -> None:
-        elbo_rows.append({"step": step, **{k: parts.get(k, 0.0) for k in ELBO_PARTS}})
-
-    run_training_loop(
-        setup, network, optimizer, scheduler, generator, checkpointer, log, step,
-        seconds_before, compute_loss, extra_state=extra_state,
-        on_save=lambda: write_elbo_rows(setup.run_dir / ELBO_LOG, elbo_rows, ELBO_PARTS), on_parts=log_parts,
-        progress=progress, on_step=on_step,
+    return train_jointly(
+        setup, network, weights, correction, pool, generator, resume,
+        uses_windows=settings.uses_windows,
+        initialise_potentials=initialise_potentials,
+        window_batch=window_batch,
+        loss=loss,
+        elbo_parts=ELBO_PARTS,
+        extra_state={"frame_sizes": [list(size) for size in sessions[0].frame_sizes]},
+        progress=progress,
+        on_step=on_step,
     )  # fmt: skip
-    return finish_run(setup.run_dir)

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
-from torch import nn
+from torch import Tensor, nn
 
 from dgp_pyro.atomic import atomic_path
 from dgp_pyro.data.augment import AugmentConfig, flip_permutation
@@ -254,14 +254,19 @@ def estimate_temporal_weights(
         summary = soft_argmax(network(normalize_images(frames.flatten(0, 1).to(_device(network)))), stride)
         mean = summary.mean.reshape(w, t, -1, 2).double().cpu().numpy()
         conf = summary.confidence.reshape(w, t, -1).double().cpu().numpy()
-        # Stack windows along time with a NaN frame between them, so no step spans two windows.
-        pad = np.full((w, 1) + mean.shape[2:], np.nan)
-        steps.append(np.concatenate([mean, pad], axis=1).reshape(-1, *mean.shape[2:]))
-        confidences.append(
-            np.concatenate([conf, np.zeros((w, 1, conf.shape[-1]))], axis=1).reshape(-1, conf.shape[-1])
-        )
+        steps.append(join_windows(mean, np.nan))
+        confidences.append(join_windows(conf, 0.0))
     network.train(was_training)
     return default_temporal_weights(np.concatenate(steps), np.concatenate(confidences), strength)
+
+
+def join_windows(values: np.ndarray, fill: float) -> np.ndarray:
+    """``(w, t, ...)`` windows as one ``(w (t + 1), ...)`` sequence, a ``fill`` frame after each.
+
+    A NaN position (or zero confidence) between windows, so no temporal step spans two of them.
+    """
+    pad = np.full((values.shape[0], 1) + values.shape[2:], fill)
+    return np.concatenate([values, pad], axis=1).reshape(-1, *values.shape[2:])
 
 
 @torch.no_grad()
@@ -341,11 +346,6 @@ def train_dgp(
     correction = GuideCorrection(keypoints)
     weights.to(device)
     correction.to(device)
-    guide_parameters = list(correction.parameters()) + list(weights.parameters())
-    optimizer = joint_optimizer(network, guide_parameters, options["guide_lr"], config)
-    scheduler = make_scheduler(optimizer, config)
-    checkpointer = Checkpointer(setup.run_dir / "checkpoints", keep=config.keep_checkpoints)
-
     videos = [Path(v) for v in setup.project.videos()] + [Path(v) for v in options["videos"]]
     pool = build_window_pool(
         videos,
@@ -362,6 +362,68 @@ def train_dgp(
             config.project,
             hint="add the project's videos to its videos/ folder, or pass --videos",
         )
+
+    def initialise_potentials() -> None:
+        if settings.temporal:
+            strength = float(options["temporal_strength"])
+            temporal = estimate_temporal_weights(network, pool, settings.stride, strength)
+            with torch.no_grad():
+                weights.log_temporal.copy_(torch.as_tensor(temporal).log())
+        if options["calibrate_precision"]:
+            images, points = setup.dataset.images, setup.dataset.points
+            scale = label_precision_scale(network, images, points, settings.stride)
+            with torch.no_grad():
+                correction.log_precision_scale.copy_(torch.as_tensor(scale).log())
+
+    def window_batch(logits: Tensor, labels: Tensor, mask: Tensor) -> WindowBatch:
+        w, t = mask.shape[:2]
+        return WindowBatch(logits.reshape(w, t, *logits.shape[1:]), labels.to(device), mask.to(device))
+
+    return train_jointly(
+        setup, network, weights, correction, pool, generator, resume,
+        uses_windows=settings.uses_windows,
+        initialise_potentials=initialise_potentials,
+        window_batch=window_batch,
+        loss=lambda labeled, windows: elbo_loss(network, settings, weights, correction, labeled, windows),
+        progress=progress,
+        on_step=on_step,
+    )  # fmt: skip
+
+
+def train_jointly(
+    setup: Any,
+    network: nn.Module,
+    weights: nn.Module,
+    correction: nn.Module,
+    pool: Any,
+    generator: torch.Generator,
+    resume: bool,
+    *,
+    uses_windows: bool,
+    initialise_potentials: Callable[[], None],
+    window_batch: Callable[[Tensor, Tensor, Tensor], Any],
+    loss: Callable[[LabeledBatch, Any], tuple[Tensor, dict[str, float]]],
+    elbo_parts: tuple[str, ...] = ELBO_PARTS,
+    extra_state: dict[str, Any] | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> Run:
+    """The training schedule shared by the 2D and 3D graphical models; returns the finished run.
+
+    Labels only until ``dgp_start``; then, once, ``initialise_potentials()`` (the temporal
+    weights and the guide's precision scales, from the network as it is then), and from there
+    every step adds ``windows_per_step`` windows of ``pool``, run through the network with
+    frozen batch norm (and without gradient unless ``windows_train_network``), arranged by
+    ``window_batch(logits, labels, mask)``, and scored with the labeled batch by
+    ``loss(labeled, windows)`` (the negative ELBO and its logged parts). The optimizer is
+    :func:`joint_optimizer`; checkpoints carry the potential weights, the guide correction and
+    ``extra_state``; the ELBO parts (``elbo_parts``) are logged to ``RUN/elbo.csv``.
+    """
+    config, device, options = setup.config, setup.device, setup.config.model_options
+    guide_parameters = list(correction.parameters()) + list(weights.parameters())
+    optimizer = joint_optimizer(network, guide_parameters, options["guide_lr"], config)
+    scheduler = make_scheduler(optimizer, config)
+    checkpointer = Checkpointer(setup.run_dir / "checkpoints", keep=config.keep_checkpoints)
     dgp_start = int(math.floor(float(options["dgp_start"]) * config.steps))
 
     step, seconds_before, temporal_ready, log, elbo_rows = start_or_resume(
@@ -373,53 +435,39 @@ def train_dgp(
 
     def compute_loss(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         nonlocal temporal_ready
-        use_windows = settings.uses_windows and step >= dgp_start
+        use_windows = uses_windows and step >= dgp_start
         if use_windows and not temporal_ready:
-            if settings.temporal:
-                strength = float(options["temporal_strength"])
-                temporal = estimate_temporal_weights(network, pool, settings.stride, strength)
-                with torch.no_grad():
-                    weights.log_temporal.copy_(torch.as_tensor(temporal).log())
-            if options["calibrate_precision"]:
-                scale = label_precision_scale(
-                    network, setup.dataset.images, setup.dataset.points, settings.stride
-                )
-                with torch.no_grad():
-                    correction.log_precision_scale.copy_(torch.as_tensor(scale).log())
+            initialise_potentials()
             temporal_ready = True
         images, points = setup.dataset.sample_batch(config.batch_size, generator, augment, flip_perm)
         labeled_logits = network(normalize_images(images.to(device)))
-        if use_windows:
-            frames, window_labels, window_mask = pool.sample(int(options["windows_per_step"]), generator)
-            # The windows' near-identical frames must not set the batch-norm statistics.
-            with frozen_batch_norm(network), torch.set_grad_enabled(bool(options["windows_train_network"])):
-                window_logits = network(normalize_images(frames.flatten(0, 1).to(device)))
-        points = points.to(device)
-        labeled = LabeledBatch(labeled_logits, points, torch.isfinite(points).all(-1))
         windows = None
         if use_windows:
-            w, t = window_mask.shape[:2]
-            windows = WindowBatch(
-                window_logits.reshape(w, t, *window_logits.shape[1:]),
-                window_labels.to(device),
-                window_mask.to(device),
-            )
-        return elbo_loss(network, settings, weights, correction, labeled, windows)
+            frames, window_labels, window_mask = pool.sample(int(options["windows_per_step"]), generator)
+            # every image of every frame of the windows, once (frames: (..., C, H, W)); their
+            # near-identical frames must not set the batch-norm statistics
+            with frozen_batch_norm(network), torch.set_grad_enabled(bool(options["windows_train_network"])):
+                window_logits = network(normalize_images(frames.flatten(0, -4).to(device)))
+            windows = window_batch(window_logits, window_labels, window_mask)
+        points = points.to(device)
+        labeled = LabeledBatch(labeled_logits, points, torch.isfinite(points).all(-1))
+        return loss(labeled, windows)
 
-    def extra_state() -> dict[str, Any]:
+    def state() -> dict[str, Any]:
         return {
             "potential_weights": weights.state_dict(),
             "guide_correction": correction.state_dict(),
             "temporal_ready": temporal_ready,
+            **(extra_state or {}),
         }
 
     def log_parts(step: int, parts: dict[str, float]) -> None:
-        elbo_rows.append({"step": step, **{k: parts.get(k, 0.0) for k in ELBO_PARTS}})
+        elbo_rows.append({"step": step, **{k: parts.get(k, 0.0) for k in elbo_parts}})
 
     run_training_loop(
         setup, network, optimizer, scheduler, generator, checkpointer, log, step,
-        seconds_before, compute_loss, extra_state=extra_state,
-        on_save=lambda: write_elbo_rows(setup.run_dir / ELBO_LOG, elbo_rows), on_parts=log_parts,
+        seconds_before, compute_loss, extra_state=state,
+        on_save=lambda: write_elbo_rows(setup.run_dir / ELBO_LOG, elbo_rows, elbo_parts), on_parts=log_parts,
         progress=progress, on_step=on_step,
     )  # fmt: skip
     return finish_run(setup.run_dir)

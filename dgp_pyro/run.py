@@ -57,6 +57,19 @@ def default_absent_weight(model: str) -> float:
     return DEFAULT_ABSENT_WEIGHT["3d" if model in MODELS_3D else "2d"]
 
 
+#: Settings added after runs were first saved, with the value that reproduces how a run saved
+#: before them was trained (empty heatmaps for hidden parts did not exist: 0). A saved
+#: ``config.json`` without one reads as that value (:func:`read_run_config`), so ``--resume``
+#: continues an older run as it began instead of refusing it for a setting it never had.
+LEGACY_SETTINGS: dict[str, Any] = {"absent_weight": 0.0}
+#: The same for model options, by kind of model: the 2D guide's precision scales started at 1
+#: (not calibrated from the labels) and its corrections shared the network's optimizer group;
+#: the 3D windows trained the network.
+LEGACY_MODEL_OPTIONS: dict[str, dict[str, Any]] = {
+    "2d": {"calibrate_precision": False, "windows_train_network": True, "guide_lr": None},
+    "3d": {"windows_train_network": True},
+}
+
 #: Settings that may differ between a run and its ``--resume`` (they do not change the result).
 RESUME_MAY_CHANGE = frozenset({"device", "checkpoint_every", "keep_checkpoints"})
 
@@ -294,10 +307,32 @@ def load_run(path: str | Path) -> Run:
         raise DGPError(
             f"not a run folder (no {CONFIG})", path, hint="give the --out folder of `dgp-pyro train`"
         )
-    config = RunConfig.from_dict(_read_json(config_path), config_path)
+    config = read_run_config(config_path)
     split_path = path / SPLIT
     split = _read_json(split_path) if split_path.is_file() else {"train": [], "test": []}
     return Run(path=path, config=config, split={"train": list(split["train"]), "test": list(split["test"])})
+
+
+def read_run_config(path: str | Path) -> RunConfig:
+    """A saved ``config.json``, with the settings it predates at their legacy values.
+
+    A run saved before a setting or model option existed (:data:`LEGACY_SETTINGS`,
+    :data:`LEGACY_MODEL_OPTIONS`) was trained as that value says; reading it so lets ``--resume``
+    and ``predict`` treat the run as it was made. A config of a run that never started (no
+    model options resolved yet) is read as written.
+    """
+    path = Path(path)
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise DGPError("a run config must be a JSON object", path)
+    if data.get("size") is not None:  # resolved by a trainer, so written in full by some version
+        for name, value in LEGACY_SETTINGS.items():
+            data.setdefault(name, value)
+    options, model = data.get("model_options"), data.get("model")
+    if isinstance(options, dict) and options and model in MODELS and model != "supervised":
+        legacy = LEGACY_MODEL_OPTIONS["3d" if model in MODELS_3D else "2d"]
+        data["model_options"] = {**legacy, **options}
+    return RunConfig.from_dict(data, path)
 
 
 def _read_json(path: Path) -> Any:
@@ -339,7 +374,7 @@ def prepare_run_dir(out: str | Path, config: RunConfig, resume: bool) -> tuple[P
         raise DGPError(
             "--resume: no run to resume here (no config.json)", out, hint="drop --resume to start one"
         )
-    saved = RunConfig.from_dict(_read_json(existing), existing)
+    saved = read_run_config(existing)
     # Settings left at "default" (None) take the saved run's resolved values.
     for name in ("size", "sigma", "warmup_steps", "absent_weight"):
         if getattr(config, name) is None:

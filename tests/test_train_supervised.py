@@ -390,3 +390,32 @@ def test_mirror_project_end_to_end(mirror_project, tmp_path):
     assert code == 0, stderr
     table = read_predictions(tmp_path / "pred" / "test_vid_DGPpyro_supervised.h5")
     assert table.xy.shape == (20, len(run.config.keypoints), 2)
+
+
+def test_saved_configs_read_settings_they_predate_at_legacy_values(tiny_run, tmp_path):
+    """A config saved before a setting existed reads as how that run was trained; one that has
+    the setting, or a run that never started, reads as written; a non-object is a clear error."""
+    from dgp_pyro.run import read_run_config
+
+    saved = json.loads((tiny_run / "config.json").read_text())
+    path = tmp_path / "config.json"
+    for model, options, expected in (
+        ("dgp3d", {"window": 8, "robust": 2.0}, {"windows_train_network": True, "robust": 2.0}),
+        ("dgp3d", {"windows_train_network": False}, {"windows_train_network": False}),
+        ("dgp", {"window": 8}, {"guide_lr": None, "calibrate_precision": False}),
+        ("supervised", {}, {}),
+    ):
+        data = {k: v for k, v in saved.items() if k != "absent_weight"}
+        path.write_text(json.dumps({**data, "model": model, "model_options": options}))
+        config = read_run_config(path)
+        assert config.absent_weight == 0.0
+        assert {k: config.model_options[k] for k in expected} == expected, model
+        if model == "supervised":
+            assert config.model_options == {}
+    path.write_text(json.dumps({**saved, "absent_weight": 0.3}))
+    assert read_run_config(path).absent_weight == 0.3
+    path.write_text(json.dumps({**data, "size": None}))  # never started: nothing resolved yet
+    assert read_run_config(path).absent_weight is None
+    path.write_text("[1, 2]")
+    with pytest.raises(DGPError, match="JSON object"):
+        read_run_config(path)

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 from pathlib import Path
 
 from dgp_pyro.cli.options import add_model_option_argument, add_view_arguments, parse_size
 from dgp_pyro.errors import DGPError
-from dgp_pyro.run import CONFIG, MODELS, MODELS_3D, RunConfig
+from dgp_pyro.run import CONFIG, MODELS, MODELS_3D, RunConfig, read_run_config
 
 #: Model name -> "module:function" of its trainer (imported only when used).
 TRAINERS: dict[str, str] = {
@@ -180,10 +179,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     out = Path(args.out)
     saved_path = out / CONFIG
     if args.resume and saved_path.is_file():
-        try:
-            config = RunConfig.from_dict(json.loads(saved_path.read_text()), saved_path)
-        except ValueError as error:
-            raise DGPError(f"cannot be read as JSON ({error})", saved_path) from error
+        config = read_run_config(saved_path)
         config.project = str(Path(args.project).expanduser().absolute())
     else:
         config = RunConfig(project=str(Path(args.project).expanduser().absolute()))

@@ -141,7 +141,7 @@ def test_compare_two_runs_and_deeplabcut_files(runs, capsys, tmp_path):
         else:
             assert isinstance(row["elpd_loo"], float) and isinstance(row["elpd_se"], float)
         assert row["pareto_k_max"] is None or row["pareto_k_max"] >= 0
-        assert "in-sample" in row["calibration"] and "leaving one held-out image out" in row["calibration"]
+        assert "in-sample" in row["calibration"] and "leaving one held-out frame out" in row["calibration"]
     assert rows[0]["loo_weight"] + rows[1]["loo_weight"] == pytest.approx(1.0, abs=1e-6)
 
     dlc, dlc_csv = rows[2], rows[3]

@@ -156,6 +156,17 @@ def test_clean_heatmaps_recover_the_trajectory_and_intervals_cover_it(rig):
             np.testing.assert_allclose(
                 centre - lower[level], k * (upper[level] - centre), rtol=1e-9, atol=1e-9
             )
+    # fitted in 3D as well (on triangulated labels): the 3D posterior takes those, its
+    # reprojection keeps the 2D ones
+    model.variance_scale_3d, model.interval_scales_3d = 9.0, {0.5: 2.0, 0.95: 2.5}
+    both = model.posterior(mean, cov, conf)
+    np.testing.assert_allclose(both.cov, 9.0 * plain.cov, rtol=1e-12)
+    np.testing.assert_allclose(both.cov_2d, 4.0 * plain.cov_2d, rtol=1e-12)
+    np.testing.assert_allclose(both.lower_2d[0.5], fitted.lower_2d[0.5], rtol=1e-12)
+    for level, k in ((0.5, 2.0), (0.9, 2.0 + 0.4 / 0.45 * 0.5), (0.95, 2.5)):
+        np.testing.assert_allclose(
+            plain.mean - both.lower[level], k * (plain.upper[level] - plain.mean), rtol=1e-9, atol=1e-9
+        )
 
 
 def test_a_wrong_view_with_a_weak_peak_does_not_pull(rig):
@@ -492,6 +503,15 @@ def test_command_line_train_predict_evaluate_3d(project3, tmp_path, capsys):
                  *common, *options])  # fmt: skip
     assert code == 0
     assert load_run(run).config.model_options["calibration"] == calibration
+    # the 3D posterior is recalibrated in 3D, on the held-out labels triangulated, and the
+    # posterior model takes those scales
+    fitted = json.loads((run / "posterior_calibration.json").read_text())
+    assert fitted["n_coordinates_3d"] > 0 and fitted["variance_scale_3d"] > 0
+    assert set(fitted["coverage_leave_one_out_3d"]) == set(fitted["coverage_leave_one_out_3d_se"])
+    model = PosteriorModel3D.from_run(load_run(run))
+    assert model.variance_scale_3d == fitted["variance_scale_3d"]
+    assert model.interval_scales_3d == {float(k): v for k, v in fitted["interval_scales_3d"].items()}
+    assert PosteriorModel3D.from_run(load_run(run), calibrated=False).variance_scale_3d is None
     capsys.readouterr()
     videos = sorted(str(p) for p in (project3 / "videos").glob("*.mp4"))
     assert main(["predict", str(run), *videos, "--out", str(tmp_path / "pred"), "--quiet", "--nwb"]) == 0
@@ -503,6 +523,8 @@ def test_command_line_train_predict_evaluate_3d(project3, tmp_path, capsys):
     assert report["model"] == "dgp3d" and report["n_test_images"] > 0 and report["rmse_px"] > 0
     for key in ("truth_3d_rmse", "truth_3d_hidden_rmse", "truth_3d_coverage_90", "truth_coverage_90"):
         assert np.isfinite(report[key]), key
+    assert report["coverage_loo_3d_90"] == fitted["coverage_leave_one_out_3d"]["0.9"]
+    assert report["coverage_loo_3d_se_90"] == fitted["coverage_leave_one_out_3d_se"]["0.9"]
     # 2D models do not take a calibration
     assert main(["train", str(project3), "--model", "dgp", "--out", str(tmp_path / "x"),
                  "--calibration", calibration, *common]) == 2  # fmt: skip

@@ -92,6 +92,42 @@ def test_resume_is_exact(project, tmp_path):
             torch.testing.assert_close(a[part][key], b[part][key], rtol=0, atol=0)
 
 
+def test_a_run_saved_before_newer_options_resumes_as_it_began(project, tmp_path):
+    """A config.json without the settings added since (an older dgp-pyro's) resumes with their
+    legacy values, exactly as the run began, instead of being refused or changed mid-way."""
+    from dgp_pyro.run import LEGACY_MODEL_OPTIONS, LEGACY_SETTINGS, read_run_config
+
+    legacy = {**LEGACY_MODEL_OPTIONS["2d"]}
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train_dgp(tiny(project, steps=6, **legacy), straight, progress=False)
+
+    def interrupt(step, loss):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_dgp(tiny(project, steps=6, **legacy), resumed, progress=False, on_step=interrupt)
+    saved = json.loads((resumed / "config.json").read_text())
+    for name in LEGACY_SETTINGS:
+        del saved[name]
+    for name in legacy:
+        del saved["model_options"][name]
+    (resumed / "config.json").write_text(json.dumps(saved))
+    config = read_run_config(resumed / "config.json")
+    assert config.absent_weight == 0.0 and config.model_options["guide_lr"] is None
+
+    code, _, stderr = cli("train", project, "--out", resumed, "--resume", "--quiet")
+    assert code == 0, stderr
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
+    assert b["step"] == 6
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    # a setting given anew that differs from how the run began is still refused
+    code, _, stderr = cli("train", project, "--out", resumed, "--resume", "--option", "guide_lr=0.02")
+    assert code != 0 and "guide_lr" in stderr and "Traceback" not in stderr
+
+
 def test_predict_writes_posterior_columns_and_evaluate_reports_coverage(dgp_run, tmp_path):
     code, stdout, stderr = cli("predict", dgp_run, "--out", tmp_path, "--quiet")
     assert code == 0, stderr
@@ -113,9 +149,14 @@ def test_predict_writes_posterior_columns_and_evaluate_reports_coverage(dgp_run,
     calibration = json.loads((dgp_run / "posterior_calibration.json").read_text())
     for level, value in calibration["coverage_leave_one_out"].items():
         assert result[f"coverage_loo_{float(level) * 100:g}"] == value
+        assert (
+            result[f"coverage_loo_se_{float(level) * 100:g}"]
+            == calibration["coverage_leave_one_out_se"][level]
+        )
+    assert calibration["n_frames"] == result["n_test_frames"]
     code, stdout, stderr = cli("evaluate", dgp_run)
     assert code == 0, stderr
-    assert "leave one image out" in stdout
+    assert "leave one frame out" in stdout and "+/-" in stdout
 
 
 def test_variant_without_video_is_refused(project, tmp_path):
@@ -303,8 +344,8 @@ def test_leave_one_out_coverage_is_honest_where_in_sample_coverage_is_not():
     levels = (0.5, 0.9, 0.95)
     std = rng.uniform(1.0, 3.0, size=(150, 12, 2))  # 150 images of 12 keypoints
     errors = std * rng.standard_t(3.0, size=std.shape)
-    coverage, n = leave_one_out_coverage(np.zeros_like(errors), std, errors, levels)
-    assert n == errors.size and set(coverage) == set(levels)
+    coverage, standard_error, n = leave_one_out_coverage(np.zeros_like(errors), std, errors, levels)
+    assert n == errors.size and set(coverage) == set(levels) == set(standard_error)
     for level in levels:
         assert abs(coverage[level] - level) < 0.02
     # Errors that share a cause within an image (a per-image scale) and few images, as in a
@@ -320,13 +361,60 @@ def test_leave_one_out_coverage_is_honest_where_in_sample_coverage_is_not():
         inside = np.abs(errors) <= norm.ppf(0.5 + 0.95 / 2) * scales[0.95] * std
         in_sample.append(inside[held].mean())
         fresh.append(inside[new].mean())
-        loo, _ = leave_one_out_coverage(np.zeros((10, 12, 2)), std[held], errors[held], levels)
+        loo, _, _ = leave_one_out_coverage(np.zeros((10, 12, 2)), std[held], errors[held], levels)
         left_out.append(loo[0.95])
     in_sample, left_out, fresh = (float(np.mean(v)) for v in (in_sample, left_out, fresh))
     assert in_sample >= 0.95 and fresh < 0.94
     assert fresh < left_out < in_sample - 0.01  # closer to what fresh images get
     # one image (or none) with a truth: nothing to leave out
-    assert leave_one_out_coverage(np.zeros((1, 3, 2)), np.ones((1, 3, 2)), np.ones((1, 3, 2))) == ({}, 6)
+    assert leave_one_out_coverage(np.zeros((1, 3, 2)), np.ones((1, 3, 2)), np.ones((1, 3, 2))) == ({}, {}, 6)
+    # three images of one frame are one group: nothing to leave out either
+    ones = np.ones((3, 3, 2))
+    assert leave_one_out_coverage(0 * ones, ones, ones, groups=[7, 7, 7]) == ({}, {}, 18)
+
+
+def test_leave_one_frame_out_reports_how_unsure_few_frames_are():
+    """Views of a frame leave together, and the standard error over frames matches the real spread.
+
+    Each frame has a shared error scale (a hard frame is hard in every view), as in a 3-camera
+    project. Calibrated on 4 frames, the coverage that fresh frames get swings by about 0.1 at
+    50 %; the reported standard error says so (same size, and large against 0.05), and with
+    40 frames both shrink.
+    """
+    from dgp_pyro.eval.calibration import LOO_SE_WARNING, fit_interval_scales, leave_one_out_coverage
+
+    levels = (0.5, 0.9, 0.95)
+
+    def draw(rng, frames):
+        std = rng.uniform(1.0, 3.0, size=(frames, 3, 12, 2))  # frames x views x keypoints x xy
+        scale = np.exp(0.4 * rng.normal(size=(frames, 1, 1, 1)))
+        return std, std * scale * rng.standard_normal(std.shape)
+
+    for frames in (4, 40):
+        fresh, reported = [], []
+        for seed in range(60):
+            rng = np.random.default_rng(1000 * frames + seed)
+            std, errors = draw(rng, frames)
+            images = (frames * 3, 12, 2)
+            groups = np.repeat(np.arange(frames), 3)
+            scales, _ = fit_interval_scales(
+                np.zeros(images), std.reshape(images), errors.reshape(images), levels
+            )
+            new_std, new_errors = draw(rng, 400)
+            fresh.append(np.mean(np.abs(new_errors) <= norm.ppf(0.75) * scales[0.5] * new_std))
+            _, se, _ = leave_one_out_coverage(
+                np.zeros(images), std.reshape(images), errors.reshape(images), levels, groups=groups
+            )
+            reported.append(se[0.5])
+        spread, typical = float(np.std(fresh)), float(np.median(reported))
+        # (left out one image at a time, the views of a frame look independent: 0.6 x the spread)
+        assert 0.75 * spread < typical < 1.6 * spread, (frames, spread, typical)
+        if frames == 4:
+            assert typical > LOO_SE_WARNING and spread > LOO_SE_WARNING
+        else:
+            assert typical < LOO_SE_WARNING and spread < LOO_SE_WARNING
+    with pytest.raises(ValueError, match="one label per image"):
+        leave_one_out_coverage(np.zeros((4, 3, 2)), np.ones((4, 3, 2)), np.ones((4, 3, 2)), groups=[0, 1])
 
 
 def test_training_with_held_out_labels_recalibrates_the_posterior(dgp_run):

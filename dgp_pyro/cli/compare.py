@@ -281,7 +281,7 @@ def _score_run(
         loo_summary,
         run_label_sigma,
     )
-    from dgp_pyro.eval.calibration import calibration_note, coverage_curve
+    from dgp_pyro.eval.calibration import LOO_SE_WARNING, calibration_note, coverage_curve
     from dgp_pyro.infer.posterior import (
         POSTERIOR_CALIBRATION,
         image_posteriors,
@@ -314,8 +314,14 @@ def _score_run(
         )
         loo = out_of_sample_coverage(run)
         if loo:
-            shares = ", ".join(f"{lv * 100:g} %: {share * 100:.1f} %" for lv, share in sorted(loo.items()))
-            row["calibration"] += f" (leaving one held-out image out at a time, the intervals cover {shares})"
+            shares = ", ".join(
+                f"{lv * 100:g} %: {share * 100:.1f} %" + ("" if se is None else f" +/- {se * 100:.1f} %")
+                for lv, (share, se) in sorted(loo.items())
+            )
+            row["calibration"] += f" (leaving one held-out frame out at a time, the intervals cover {shares}"
+            if any(se is not None and se > LOO_SE_WARNING for _, se in loo.values()):
+                row["calibration"] += "; the held-out frames are too few to pin this down: hold out more"
+            row["calibration"] += ")"
     n_labels = int(np.isfinite(held.labels).all(-1).sum())
     row["n_labels"] = n_labels
     if n_labels == 0:

@@ -41,9 +41,10 @@ HELDOUT_NOTE = """\
 The project has no ground truth, so every model is scored on the labeled frames it held out of training
 (`dgp-pyro evaluate`'s figures: its posterior mean against the labels, in the images' pixels; per view
 for a multi-view project, the 3D model through the reprojection of its 3D posterior). Coverage is the
-share of held-out label coordinates inside each credible interval, each image scored with the intervals
-recalibrated on the other held-out images only (leave-one-out: what new frames can expect; with few
-held-out images it is itself uncertain). The plots show the posteriors over the project's video."""
+share of held-out label coordinates inside each credible interval, each frame scored with the intervals
+recalibrated on the other held-out frames only (leave-one-out: what new frames can expect), with its
+standard error over frames after +/-: with few held-out frames it is itself uncertain. The plots show
+the posteriors over the project's video."""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -220,6 +221,7 @@ def _score_heldout(run, device: str) -> dict[str, float | None]:
     for level in ("50", "90", "95"):
         out[f"coverage_{level}"] = report.get(f"coverage_{level}")
         out[f"coverage_loo_{level}"] = report.get(f"coverage_loo_{level}")
+        out[f"coverage_loo_se_{level}"] = report.get(f"coverage_loo_se_{level}")
     if "per_view" in report:
         out["per_view_rmse_px"] = {view: stats["rmse_px"] for view, stats in report["per_view"].items()}
     out["rmse_3d"] = out["rmse_3d_hidden"] = None  # no 3D truth
@@ -487,6 +489,7 @@ def _number(value: float | None, digits: int = 2) -> str:
 
 def _table(summary: dict) -> tuple[list[str], str]:
     """The comparison table's rows and what its numbers are."""
+    from dgp_pyro.cli.evaluate import plus_minus
     rows = []
     if summary["ground_truth"]:
         rows.append(
@@ -517,7 +520,10 @@ def _table(summary: dict) -> tuple[list[str], str]:
             f"| {model} | {_number(r['rmse_px'])} | {_number(r['median_px'])} | {_number(r['pck_5px'], 3)} "
             f"| {r['n']} | "
             + "".join(f"{_number(per_view.get(view))} | " for view in views)
-            + " | ".join(_number(r[f"coverage_loo_{level}"], 3) for level in ("50", "90", "95"))
+            + " | ".join(
+                _number(r[f"coverage_loo_{level}"], 3) + plus_minus(r.get(f"coverage_loo_se_{level}"))
+                for level in ("50", "90", "95")
+            )
             + " |"
         )
     about = HELDOUT_NOTE

@@ -13,10 +13,15 @@ held-out label coordinates inside each equal-tailed posterior interval. Training
 posterior's variance scale to these same labels
 (:func:`~dgp_pyro.infer.posterior.calibrate_posterior`), so their coverage is in-sample:
 ``posterior_variance_scale`` and ``variance_scale_fitted_on_heldout`` say so. What new frames
-can expect is ``coverage_loo_50``, ``coverage_loo_90``, ``coverage_loo_95``: each held-out image
-scored by intervals recalibrated on the other held-out images only
+can expect is ``coverage_loo_50``, ``coverage_loo_90``, ``coverage_loo_95``: each held-out frame
+(all its views) scored by intervals recalibrated on the other held-out frames only
 (:func:`~dgp_pyro.eval.calibration.leave_one_out_coverage`; None for runs trained before it, or
-with fewer than two held-out images); ground truth or other labels judge it best.
+with fewer than two held-out frames), with its standard error over frames
+``coverage_loo_se_50``, ... (None for runs calibrated before it was recorded); a 3D run also
+has ``coverage_loo_3d_50``, ... and ``coverage_loo_3d_se_50``, ...: its 3D intervals against the
+held-out labels triangulated. A standard error
+over 0.05 means the held-out frames disagree and are too few to pin the intervals down: hold
+out more labeled frames. Ground truth or other labels judge it best.
 
 **Ground truth** (``--truth``): every frame of the project's videos is predicted and compared
 with the true 2D points of a ``ground_truth.npz`` (synthetic projects: ``points_2d (T, V, J,
@@ -51,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from dgp_pyro.errors import DGPError
+from dgp_pyro.eval.calibration import LOO_SE_WARNING
 from dgp_pyro.eval.metrics import (
     format_table,
     keypoint_errors,
@@ -65,6 +71,11 @@ TRUTH_SUBSETS = ("all", "unlabeled", "visible", "unlabeled_visible", "unlabeled_
 _HEADLINE = ("rmse_px", "median_px", "mean_px", "pck_5px", "pck_10px", "n")
 #: Credible levels whose coverage is reported.
 LEVELS = (0.5, 0.9, 0.95)
+
+
+def plus_minus(standard_error: float | None) -> str:
+    """`` +/- 0.09`` after a coverage, or nothing without a standard error."""
+    return "" if standard_error is None else f" +/- {standard_error:.2f}"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -514,9 +525,14 @@ def evaluate_run(
     # the leave-one-out figures from the calibration are not.
     result["posterior_variance_scale"] = variance_scale(run)
     result["variance_scale_fitted_on_heldout"] = (run.path / POSTERIOR_CALIBRATION).is_file()
-    out_of_sample = out_of_sample_coverage(run)
-    for level in LEVELS:
-        result[f"coverage_loo_{level_tag(level)}"] = out_of_sample.get(float(level))
+    for space, infix in (("2d", ""), ("3d", "3d_")):
+        out_of_sample = out_of_sample_coverage(run, space)
+        if space == "3d" and not out_of_sample:
+            continue  # a 2D run, or no held-out keypoint labeled in two views
+        for level in LEVELS:
+            coverage, standard_error = out_of_sample.get(float(level), (None, None))
+            result[f"coverage_loo_{infix}{level_tag(level)}"] = coverage
+            result[f"coverage_loo_{infix}se_{level_tag(level)}"] = standard_error
     if truth is not None:
         if truth == PROJECT_TRUTH:
             if project.ground_truth is None:
@@ -562,13 +578,22 @@ def run(args: argparse.Namespace) -> int:
     if result.get("n"):
         print(f"mean pose    rmse {result['mean_pose_rmse_px']:.2f} px (predicting the mean training pose)")
         print(format_table(result, title="held-out labeled frames"))
-        loo = {tag: result.get(f"coverage_loo_{tag}") for tag in ("50", "90", "95")}
-        if all(value is not None for value in loo.values()):
-            print(
-                "coverage     "
-                + ", ".join(f"{tag} % {value:.2f}" for tag, value in loo.items())
-                + " (leave one image out: what new frames can expect)"
-            )
+        for infix, what in (("", "coverage    "), ("3d_", "3D coverage ")):
+            loo = {tag: result.get(f"coverage_loo_{infix}{tag}") for tag in ("50", "90", "95")}
+            if all(value is not None for value in loo.values()):
+                errors = {tag: result.get(f"coverage_loo_{infix}se_{tag}") for tag in loo}
+                print(
+                    f"{what} "
+                    + ", ".join(
+                        f"{tag} % {value:.2f}" + plus_minus(errors[tag]) for tag, value in loo.items()
+                    )
+                    + " (leave one frame out: what new frames can expect)"
+                )
+                if any((error or 0.0) > LOO_SE_WARNING for error in errors.values()):
+                    print(
+                        "             the held-out frames disagree: too few to pin the intervals down; "
+                        "hold out more labeled frames (train --holdout)"
+                    )
         for view, stats in result.get("per_view", {}).items():
             if stats["n"]:
                 print(

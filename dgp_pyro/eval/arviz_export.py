@@ -364,6 +364,8 @@ class HeldOutImages:
         views: the view name of each image (folders layout) or ``None``.
         keypoint_views: the view of each network keypoint (suffix layout) or ``None``.
         factor: ``(T, 2)`` frame pixels per training pixel, per axis.
+        frames: ``(T,)`` the labeled frame of each image (the views of one synchronous frame
+            share it; :attr:`~dgp_pyro.data.project.NetworkSamples.frame_index`).
     """
 
     keys: list[str]
@@ -372,6 +374,7 @@ class HeldOutImages:
     views: list[str] | None
     keypoint_views: list[str] | None
     factor: np.ndarray
+    frames: np.ndarray
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -425,6 +428,7 @@ def held_out_images(run: Run, images: Sequence[str] | None = None) -> HeldOutIma
         views=views,
         keypoint_views=keypoint_views,
         factor=factor,
+        frames=np.asarray(samples.frame_index[rows], dtype=np.int64),
     )
 
 

@@ -74,6 +74,7 @@ from dgp_pyro.infer.gaussian_chain import smooth_keypoints
 from dgp_pyro.infer.posterior import (
     DEFAULT_LEVELS,
     KeypointPosterior,
+    calibration3d,
     check_finite_posterior,
     interval_coverage,
     interval_scales,
@@ -250,8 +251,13 @@ class PosteriorModel3D:
     #: where each view's heatmaps are in the network's output (None: one image per view)
     channels: ViewChannels | None = None
     #: per-level factors on the interval half-widths (posterior.calibrate_posterior; fitted on
-    #: the reprojected 2D intervals, applied to the 3D ones too, as the variance scale is)
+    #: the reprojected 2D intervals against the held-out labels)
     interval_scales: dict[float, float] = field(default_factory=dict)
+    #: the same two for the 3D posterior, fitted on the held-out labels triangulated (keypoints
+    #: labeled in two views or more); None: the 2D ones serve (runs calibrated before them, or
+    #: without such labels)
+    variance_scale_3d: float | None = None
+    interval_scales_3d: dict[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.channels is None:
@@ -297,6 +303,7 @@ class PosteriorModel3D:
             )
         cameras = ViewCameras.from_group(group)
         scale = variance_scale(run, calibrated)
+        in_3d = calibration3d(run, calibrated)
         return cls(
             settings,
             weights,
@@ -308,6 +315,8 @@ class PosteriorModel3D:
             scale,
             channels,
             interval_scales(run, calibrated),
+            None if in_3d is None else in_3d[0],
+            None if in_3d is None else in_3d[1],
         )
 
     def image_videos(self, videos: Sequence[str | Path]) -> list[Path]:
@@ -415,9 +424,15 @@ class PosteriorModel3D:
         std = np.sqrt(np.clip(np.diagonal(cov_np, axis1=-2, axis2=-1), 0, None))
         std_2d = np.sqrt(np.clip(np.diagonal(cov_2d, axis1=-2, axis2=-1), 0, None))
         widening = interval_widening(self.interval_scales, self.variance_scale, levels)
-        lower, upper = _intervals(mean_np, std, levels, widening)
+        scale_3d = self.variance_scale if self.variance_scale_3d is None else self.variance_scale_3d
+        widening_3d = (
+            widening
+            if self.interval_scales_3d is None
+            else interval_widening(self.interval_scales_3d, scale_3d, levels)
+        )
+        lower, upper = _intervals(mean_np, std, levels, widening_3d)
         lower_2d, upper_2d = _intervals(mean_2d, std_2d, levels, widening)
-        cov_np, cov_2d = cov_np * self.variance_scale, cov_2d * self.variance_scale
+        cov_np, cov_2d = cov_np * scale_3d, cov_2d * self.variance_scale
         V = len(self.cameras)
         return Posterior3D(
             keypoints=list(self.keypoints),
@@ -530,6 +545,65 @@ def image_posteriors3d(
         DGPError: a key that is neither a frame of a session video nor a labeled image of the
             project, or a labeled image whose size is not its camera's.
     """
+    return labeled_posteriors3d(run, image_keys, levels, network, context, calibrated)[0]
+
+
+def labeled_posteriors3d(
+    run: Run,
+    image_keys: Sequence[str],
+    levels: Sequence[float] = DEFAULT_LEVELS,
+    network: torch.nn.Module | None = None,
+    context: int = 16,
+    calibrated: bool = True,
+) -> tuple[KeypointPosterior, np.ndarray, Float[np.ndarray, "f j 3"], Float[np.ndarray, "f j 3"]]:
+    """:func:`image_posteriors3d`'s 2D rows, and the 3D posterior at the same frames.
+
+    Returns:
+        ``(2D posterior per image, frames (F,), mean (F, J, 3), std (F, J, 3))``: the 3D rows
+        are one per labeled frame of the project (``project.labels``' first axis) that any key
+        is an image of, in increasing order; a key that is a video frame but no labeled image
+        has a 2D row only.
+    """
+    channels, sources = _posteriors_at_images(run, image_keys, levels, network, context, calibrated)
+    parts = [(posterior, row, channels.image_pairs(image)) for posterior, row, image, _ in sources]
+
+    def gather(values, tail: tuple[int, ...]) -> np.ndarray:
+        if not parts:
+            return np.zeros((0, len(channels.channels), *tail))
+        return np.stack([values(p)[r, [v for v, _ in pairs], [j for _, j in pairs]] for p, r, pairs in parts])
+
+    reprojected = KeypointPosterior(
+        mean=gather(lambda p: p.mean_2d, (2,)),
+        cov=gather(lambda p: p.cov_2d, (2, 2)),
+        confidence=gather(lambda p: p.confidence, ()),
+        frame_index=np.arange(len(parts)),
+        lower={lv: gather(lambda p, lv=lv: p.lower_2d[lv], (2,)) for lv in levels} if parts else {},
+        upper={lv: gather(lambda p, lv=lv: p.upper_2d[lv], (2,)) for lv in levels} if parts else {},
+    )
+    at_frame: dict[int, tuple[Posterior3D, int]] = {}
+    for posterior, row, _, frame in sources:
+        if frame is not None:
+            at_frame.setdefault(frame, (posterior, row))
+    frames = sorted(at_frame)
+    J = len(channels.keypoints)
+    mean = np.stack([at_frame[f][0].mean[at_frame[f][1]] for f in frames]) if frames else np.zeros((0, J, 3))
+    std = np.stack([at_frame[f][0].std[at_frame[f][1]] for f in frames]) if frames else np.zeros((0, J, 3))
+    return reprojected, np.asarray(frames, dtype=np.int64), mean, std
+
+
+def _posteriors_at_images(
+    run: Run,
+    image_keys: Sequence[str],
+    levels: Sequence[float],
+    network: torch.nn.Module | None,
+    context: int,
+    calibrated: bool,
+) -> tuple[ViewChannels, list[tuple[Posterior3D, int, int, int | None]]]:
+    """Per key: ``(3D posterior, its row, the key's image of the frame, the project's labeled frame)``.
+
+    The labeled frame is None for a video frame that is not a labeled image of the project.
+    See :func:`image_posteriors3d`.
+    """
     from dgp_pyro.data.windows import video_frame_of_image
 
     project = run.project()
@@ -545,9 +619,10 @@ def image_posteriors3d(
     samples = project.network_samples()
     index_of = {key: i for i, key in enumerate(samples.image_keys)}
     windows: dict[tuple[str, int], tuple[Posterior3D, int]] = {}
-    rows: list[tuple[tuple[str, int] | int, int]] = []  # (window or labeled frame, image)
+    rows: list[tuple[tuple[str, int] | int, int, int | None]] = []  # (window or frame, image, frame)
     single_frames: list[int] = []
     for key in image_keys:
+        labeled = int(samples.frame_index[index_of[key]]) if key in index_of else None
         found = video_frame_of_image(key, list(where))
         if found is not None and found[1] < where[found[0]][0].n_frames:
             video, frame = found
@@ -556,38 +631,23 @@ def image_posteriors3d(
                 start, stop = max(0, frame - context), min(session.n_frames, frame + context + 1)
                 posterior = videos_posterior3d(run, session.videos, levels, network, start, stop, model=model)
                 windows[(session.name, frame)] = (posterior, frame - start)
-            rows.append(((session.name, frame), image))
+            rows.append(((session.name, frame), image, labeled))
             continue
-        if key not in index_of:
+        if labeled is None:
             raise DGPError(
                 f"image {key!r} is neither a frame of a session video nor a labeled image of the project",
                 project.root,
                 hint="a 3D run scores the project's labeled images",
             )
-        i = index_of[key]
-        frame = int(samples.frame_index[i])
-        if frame not in single_frames:
-            single_frames.append(frame)
-        rows.append((frame, channels.image[int(samples.view_index[i])]))
+        if labeled not in single_frames:
+            single_frames.append(labeled)
+        rows.append((labeled, channels.image[int(samples.view_index[index_of[key]])], labeled))
     singles = _labeled_frame_posteriors(run, project, model, network, single_frames, levels)
-    parts = []
-    for source, image in rows:
+    sources = []
+    for source, image, labeled in rows:
         posterior, row = windows[source] if isinstance(source, tuple) else (singles[source], 0)
-        parts.append((posterior, row, channels.image_pairs(image)))
-
-    def gather(values, tail: tuple[int, ...]) -> np.ndarray:
-        if not parts:
-            return np.zeros((0, len(channels.channels), *tail))
-        return np.stack([values(p)[r, [v for v, _ in pairs], [j for _, j in pairs]] for p, r, pairs in parts])
-
-    return KeypointPosterior(
-        mean=gather(lambda p: p.mean_2d, (2,)),
-        cov=gather(lambda p: p.cov_2d, (2, 2)),
-        confidence=gather(lambda p: p.confidence, ()),
-        frame_index=np.arange(len(parts)),
-        lower={lv: gather(lambda p, lv=lv: p.lower_2d[lv], (2,)) for lv in levels} if parts else {},
-        upper={lv: gather(lambda p, lv=lv: p.upper_2d[lv], (2,)) for lv in levels} if parts else {},
-    )
+        sources.append((posterior, row, image, labeled))
+    return channels, sources
 
 
 def _labeled_frame_posteriors(

@@ -1,0 +1,41 @@
+"""The benchmarks' own statistics, on problems with a known answer (the scripts themselves run
+for minutes to hours and are not part of the suite)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_calibration_sampling_recovers_nominal_coverage_and_its_spread():
+    """Errors twice the posterior's spread, frames with a shared difficulty: recalibrated on n
+    random frames, the coverage is nominal in the median, spreads less with more frames, and the
+    reported leave-one-frame-out standard error is the size of that spread."""
+    bench = _load("bench_dgp3d_accuracy")
+    rng = np.random.default_rng(0)
+    T, J = 400, 6
+    std = rng.uniform(1.0, 2.0, size=(T, J, 3))
+    difficulty = np.exp(0.3 * rng.normal(size=(T, 1, 1)))
+    truth = rng.normal(size=(T, J, 3))
+    mean = truth + 2.0 * difficulty * std * rng.standard_normal((T, J, 3))
+    labeled = rng.random((T, J)) < 0.8
+    out = bench.calibration_sampling(mean, std, truth, labeled, np.arange(T), sizes=(4, 20), draws=60, seed=1)
+    for n in ("4", "20"):
+        for level, nominal in (("50", 0.5), ("90", 0.9), ("95", 0.95)):
+            assert abs(out[n]["median"][level] - nominal) < 0.03, (n, level, out[n])
+        assert out[n]["q05"]["50"] < out[n]["median"]["50"] < out[n]["q95"]["50"]
+        spread, reported = out[n]["spread_50"], out[n]["loo_se_median_50"]
+        assert 0.6 * spread < reported < 1.7 * spread, (n, spread, reported)
+    assert out["20"]["spread_50"] < 0.7 * out["4"]["spread_50"]
+    assert out["20"]["share_within_0.05"] > out["4"]["share_within_0.05"]

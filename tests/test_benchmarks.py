@@ -39,3 +39,17 @@ def test_calibration_sampling_recovers_nominal_coverage_and_its_spread():
         assert 0.6 * spread < reported < 1.7 * spread, (n, spread, reported)
     assert out["20"]["spread_50"] < 0.7 * out["4"]["spread_50"]
     assert out["20"]["share_within_0.05"] > out["4"]["share_within_0.05"]
+
+
+def test_score_threshold_from_labels_separates_labeled_from_hidden():
+    bench = _load("bench_dgp3d_accuracy")
+    rng = np.random.default_rng(0)
+    labeled = rng.random((200, 8)) < 0.7
+    confidence = np.where(
+        labeled, rng.uniform(0.3, 0.9, labeled.shape), rng.uniform(0.0, 0.25, labeled.shape)
+    )
+    threshold = bench.score_threshold_from_labels(confidence, labeled)
+    assert confidence[~labeled].max() < threshold <= confidence[labeled].min()  # in the gap
+    # nothing hidden: keep 95 % of the labeled keypoints
+    everything = np.ones_like(labeled)
+    assert bench.score_threshold_from_labels(confidence, everything) == np.quantile(confidence, 0.05)

@@ -744,19 +744,6 @@ def train_dgp3d(
             hint="use a shorter window (--option window=N)",
         )
 
-    def initialise_potentials() -> None:
-        if settings.temporal:
-            strength = float(options["temporal_strength"])
-            temporal = estimate_temporal_weights3d(
-                network, pool, cameras, settings, strength, channels=channels
-            )
-            with torch.no_grad():
-                weights.log_temporal.copy_(torch.as_tensor(temporal).log())
-        if options["calibrate_precision"]:
-            scale = calibrate_precision_scale(network, pool, cameras, settings, channels=channels)
-            with torch.no_grad():
-                correction.log_precision_scale.copy_(torch.as_tensor(scale).log())
-
     def window_batch(logits: Tensor, labels: Tensor, mask: Tensor) -> ViewWindowBatch:
         w, t = mask.shape[:2]  # the logits of every image of every frame: (w t images, ...)
         return ViewWindowBatch(
@@ -771,8 +758,13 @@ def train_dgp3d(
 
     return train_jointly(
         setup, network, weights, correction, pool, generator, resume,
-        uses_windows=settings.uses_windows,
-        initialise_potentials=initialise_potentials,
+        settings=settings,
+        temporal_weights=lambda strength: estimate_temporal_weights3d(
+            network, pool, cameras, settings, strength, channels=channels
+        ),
+        precision_scale=lambda: calibrate_precision_scale(
+            network, pool, cameras, settings, channels=channels
+        ),
         window_batch=window_batch,
         loss=loss,
         elbo_parts=ELBO_PARTS,

@@ -363,26 +363,17 @@ def train_dgp(
             hint="add the project's videos to its videos/ folder, or pass --videos",
         )
 
-    def initialise_potentials() -> None:
-        if settings.temporal:
-            strength = float(options["temporal_strength"])
-            temporal = estimate_temporal_weights(network, pool, settings.stride, strength)
-            with torch.no_grad():
-                weights.log_temporal.copy_(torch.as_tensor(temporal).log())
-        if options["calibrate_precision"]:
-            images, points = setup.dataset.images, setup.dataset.points
-            scale = label_precision_scale(network, images, points, settings.stride)
-            with torch.no_grad():
-                correction.log_precision_scale.copy_(torch.as_tensor(scale).log())
-
     def window_batch(logits: Tensor, labels: Tensor, mask: Tensor) -> WindowBatch:
         w, t = mask.shape[:2]
         return WindowBatch(logits.reshape(w, t, *logits.shape[1:]), labels.to(device), mask.to(device))
 
     return train_jointly(
         setup, network, weights, correction, pool, generator, resume,
-        uses_windows=settings.uses_windows,
-        initialise_potentials=initialise_potentials,
+        settings=settings,
+        temporal_weights=lambda strength: estimate_temporal_weights(network, pool, settings.stride, strength),
+        precision_scale=lambda: label_precision_scale(
+            network, setup.dataset.images, setup.dataset.points, settings.stride
+        ),
         window_batch=window_batch,
         loss=lambda labeled, windows: elbo_loss(network, settings, weights, correction, labeled, windows),
         progress=progress,
@@ -399,8 +390,9 @@ def train_jointly(
     generator: torch.Generator,
     resume: bool,
     *,
-    uses_windows: bool,
-    initialise_potentials: Callable[[], None],
+    settings: Any,
+    temporal_weights: Callable[[float], np.ndarray],
+    precision_scale: Callable[[], np.ndarray],
     window_batch: Callable[[Tensor, Tensor, Tensor], Any],
     loss: Callable[[LabeledBatch, Any], tuple[Tensor, dict[str, float]]],
     elbo_parts: tuple[str, ...] = ELBO_PARTS,
@@ -410,8 +402,11 @@ def train_jointly(
 ) -> Run:
     """The training schedule shared by the 2D and 3D graphical models; returns the finished run.
 
-    Labels only until ``dgp_start``; then, once, ``initialise_potentials()`` (the temporal
-    weights and the guide's precision scales, from the network as it is then), and from there
+    ``settings``: the model's (:class:`~dgp_pyro.model.dgp.ModelSettings` or its 3D twin), for
+    whether it has a temporal potential and uses windows at all. Labels only until
+    ``dgp_start``; then, once, from the network as it is then, the temporal weights
+    ``temporal_weights(temporal_strength)`` (with a temporal potential) and the guide's
+    precision scales ``precision_scale()`` (with ``calibrate_precision``); from there
     every step adds ``windows_per_step`` windows of ``pool``, run through the network with
     frozen batch norm (and without gradient unless ``windows_train_network``), arranged by
     ``window_batch(logits, labels, mask)``, and scored with the labeled batch by
@@ -435,9 +430,14 @@ def train_jointly(
 
     def compute_loss(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         nonlocal temporal_ready
-        use_windows = uses_windows and step >= dgp_start
+        use_windows = settings.uses_windows and step >= dgp_start
         if use_windows and not temporal_ready:
-            initialise_potentials()
+            with torch.no_grad():
+                if settings.temporal:
+                    temporal = temporal_weights(float(options["temporal_strength"]))
+                    weights.log_temporal.copy_(torch.as_tensor(temporal).log())
+                if options["calibrate_precision"]:
+                    correction.log_precision_scale.copy_(torch.as_tensor(precision_scale()).log())
             temporal_ready = True
         images, points = setup.dataset.sample_batch(config.batch_size, generator, augment, flip_perm)
         labeled_logits = network(normalize_images(images.to(device)))

@@ -63,7 +63,7 @@ import numpy as np
 import torch
 
 from dgp_pyro.cli.options import add_model_option_argument
-from dgp_pyro.run import default_absent_weight
+from dgp_pyro.run import default_absent_weight, read_run_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "dgp3d_accuracy"
@@ -277,12 +277,14 @@ def _finished(run_dir: Path, config) -> bool:
     """A finished run in ``run_dir`` with the same project, model, steps, seed, absent weight, options."""
     if not (run_dir / "config.json").is_file() or not (run_dir / "loss.csv").is_file():
         return False
-    saved = json.loads((run_dir / "config.json").read_text())
+    saved = read_run_config(run_dir / "config.json")  # settings it predates at their legacy values
     rows = (run_dir / "loss.csv").read_text().strip().splitlines()
-    same = all(saved.get(k) == getattr(config, k) for k in ("project", "model", "steps", "seed", "holdout"))
+    same = all(
+        getattr(saved, k) == getattr(config, k) for k in ("project", "model", "steps", "seed", "holdout")
+    )
     absent = default_absent_weight(config.model) if config.absent_weight is None else config.absent_weight
-    same = same and saved.get("absent_weight", 0.0) == absent  # older runs had none
-    options = saved.get("model_options", {}).items() >= config.model_options.items()
+    same = same and saved.absent_weight == absent
+    options = saved.model_options.items() >= config.model_options.items()
     return same and options and len(rows) > config.steps
 
 

@@ -11,7 +11,7 @@ Every frame of the session is then scored against the ground truth ``points_3d``
 training never saw (world millimetres):
 
 - **(a) supervised + DLT**: the supervised network's soft-argmax in every view, triangulated by
-  confidence-weighted DLT (:meth:`~dgp_pyro.data.cameras.CameraGroup.triangulate`, weights =
+  confidence-weighted DLT (:meth:`~dgp_pyro.geometry.cameras.CameraGroup.triangulate`, weights =
   heatmap peak probabilities);
 - **(b) supervised + smoothed DLT**: (a) smoothed in time by the exact Gaussian chain smoother
   of a local-level model per keypoint (a random walk seen with white noise), its two
@@ -23,8 +23,8 @@ training never saw (world millimetres):
   (:func:`anipose_triangulation`); and again with its score threshold chosen on the held-out
   labels (:func:`score_threshold_from_labels`), since 0.8 is meant for DeepLabCut's scores;
 - **(c) dgp3d**: the whole-session posterior of the dgp3d run
-  (:class:`~dgp_pyro.infer.posterior3d.PosteriorModel3D`, as in
-  :func:`~dgp_pyro.infer.posterior3d.session_posterior3d`).
+  (:class:`~dgp_pyro.posterior.posterior3d.PosteriorModel3D`, as in
+  :func:`~dgp_pyro.posterior.posterior3d.session_posterior3d`).
 
 Also reported: ``supervised_robust`` (the supervised network through dgp3d's robust,
 linearised triangulation without potentials: what the 3D inference alone gives) and
@@ -63,7 +63,9 @@ import numpy as np
 import torch
 
 from dgp_pyro.cli.options import add_model_option_argument
-from dgp_pyro.run import default_absent_weight, read_run_config
+from dgp_pyro.errors import DGPError
+from dgp_pyro.model.registry import default_absent_weight
+from dgp_pyro.run import read_run_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "dgp3d_accuracy"
@@ -89,7 +91,7 @@ def smoothed_triangulation(points: np.ndarray, weight: np.ndarray, levels=(0.5, 
     ``log p(y | q, r)`` (exact, from the chain smoother's mean and log-determinants); the
     posterior at that point gives the mean and the intervals.
     """
-    from dgp_pyro.infer.gaussian_chain import smooth_keypoints
+    from dgp_pyro.ops.gaussian_chain import smooth_keypoints
 
     T, J, _ = points.shape
     finite = np.isfinite(points).all(-1)
@@ -221,7 +223,7 @@ def calibration_sampling(
 ) -> dict:
     """How the 3D coverage depends on the frames the posterior was recalibrated on.
 
-    Emulates the 3D part of :func:`~dgp_pyro.infer.posterior.calibrate_posterior` on ``draws``
+    Emulates the 3D part of :func:`~dgp_pyro.posterior.posterior2d.calibrate_posterior` on ``draws``
     random sets of ``n`` of ``frames`` (for each ``n`` in ``sizes``): the uncalibrated 3D
     posterior (``mean``, ``std`` ``(T, J, 3)``) is fitted, by the product's own fits, to the true
     3D points where ``labeled`` ``(T, J)`` (seen by two views or more: what triangulated labels
@@ -233,7 +235,7 @@ def calibration_sampling(
     """
     from scipy.stats import norm
 
-    from dgp_pyro.eval.calibration import (
+    from dgp_pyro.posterior.interval_fit import (
         fit_interval_scales,
         fit_variance_scale,
         interpolate_interval_scales,
@@ -277,7 +279,10 @@ def _finished(run_dir: Path, config) -> bool:
     """A finished run in ``run_dir`` with the same project, model, steps, seed, absent weight, options."""
     if not (run_dir / "config.json").is_file() or not (run_dir / "loss.csv").is_file():
         return False
-    saved = read_run_config(run_dir / "config.json")  # settings it predates at their legacy values
+    try:
+        saved = read_run_config(run_dir / "config.json")
+    except DGPError:  # a run of an older format: retrain
+        return False
     rows = (run_dir / "loss.csv").read_text().strip().splitlines()
     same = all(
         getattr(saved, k) == getattr(config, k) for k in ("project", "model", "steps", "seed", "holdout")
@@ -326,15 +331,15 @@ def main(argv: list[str] | None = None) -> dict:
         args.steps = 200
     torch.set_num_threads(args.threads)
 
-    from dgp_pyro.data.cameras import CameraGroup
     from dgp_pyro.data.synthetic import write_synthetic_project
-    from dgp_pyro.eval.arviz_export import held_out_images
-    from dgp_pyro.infer.dgp3d_train import session_videos, train_dgp3d
-    from dgp_pyro.infer.posterior3d import PosteriorModel3D
-    from dgp_pyro.infer.predict import predict_images, predict_video
-    from dgp_pyro.infer.supervised import train_supervised
+    from dgp_pyro.export.inference_data import held_out_images
+    from dgp_pyro.geometry.cameras import CameraGroup
     from dgp_pyro.paths import BUNDLED_PROJECT
+    from dgp_pyro.posterior.fit import fit_run
+    from dgp_pyro.posterior.posterior3d import PosteriorModel3D
+    from dgp_pyro.posterior.predict import predict_images, predict_video
     from dgp_pyro.run import RunConfig, load_run
+    from dgp_pyro.train.dgp3d import session_videos
 
     if args.project is not None:
         project = args.project.absolute()
@@ -376,16 +381,14 @@ def main(argv: list[str] | None = None) -> dict:
 
         seconds: dict[str, float] = {}
         runs = {}
-        trainers = [("supervised", train_supervised), ("dgp3d", train_dgp3d)]
-        if args.bones:
-            trainers.append(("dgp3d_bones", train_dgp3d))
-        for model, trainer in trainers:
+        models = ["supervised", "dgp3d"] + (["dgp3d_bones"] if args.bones else [])
+        for model in models:
             if _finished(work / model, config(model)):
                 runs[model] = load_run(work / model)  # --work: a finished run of this config is reused
                 print(f"reusing {model} from {work / model}", file=sys.stderr)
                 continue
             start = time.perf_counter()
-            runs[model] = trainer(config(model), work / model, progress=False)
+            runs[model] = fit_run(config(model), work / model, progress=False)
             seconds[f"train_{model}"] = time.perf_counter() - start
             print(f"trained {model} in {seconds[f'train_{model}']:.0f} s", file=sys.stderr)
 

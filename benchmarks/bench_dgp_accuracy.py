@@ -4,7 +4,7 @@ One synthetic project (one view, ``--frames`` frames, 20 labeled training frames
 and the same network (resnet18), seed, labels and number of steps for every variant:
 ``supervised``, ``temporal``, ``skeletal``, ``dgp``. Each is trained on the 20 frames, its
 posterior variances are recalibrated on ``--calibration-labels`` more labeled frames held out
-from training (default 4; :func:`~dgp_pyro.infer.posterior.calibrate_posterior`, what every run
+from training (default 4; :func:`~dgp_pyro.posterior.posterior2d.calibrate_posterior`, what every run
 with ``--holdout`` does), its posterior is computed over the whole video, and scored on every
 UNLABELED frame (neither training nor calibration labels) against the true 2D keypoints: RMSE,
 median, PCK at 5 px, and the coverage of the 50 / 90 / 95 % credible intervals.
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
 
     from dgp_pyro.cli.evaluate import PROJECT_TRUTH, evaluate_run
-    from dgp_pyro.cli.train import trainer_for
     from dgp_pyro.data.synthetic.project import write_synthetic_project
+    from dgp_pyro.posterior.fit import fit_run
     from dgp_pyro.run import RunConfig
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_dgp_"))
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
                 absent_weight=args.absent_weight,  # None: the model's default
             )
             started = time.perf_counter()
-            run = trainer_for(variant)(config, work / variant, progress=False)
+            run = fit_run(config, work / variant, progress=False)
             seconds = time.perf_counter() - started
             report = evaluate_run(run, truth=PROJECT_TRUTH, use_cache=False)
             result[variant] = {

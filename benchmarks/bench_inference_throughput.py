@@ -1,6 +1,6 @@
 """Frames per second of the full prediction path against a bare forward pass of the same trunk.
 
-*Ours* is :func:`dgp_pyro.infer.predict.predict_video` end to end: decode the video, resize
+*Ours* is :func:`dgp_pyro.posterior.predict.predict_video` end to end: decode the video, resize
 each batch to the network's size, normalise, run the heatmap network (trunk + head),
 soft-argmax, map the summaries back to the frame's pixels. *Bare* is the torchvision ResNet
 trunk of the same network (``HeatmapNet.backbone``) on the same frames, already decoded,
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     from dgp_pyro.data.augment import resize_frames
     from dgp_pyro.data.synthetic.project import write_synthetic_project
     from dgp_pyro.data.video import VideoReader
-    from dgp_pyro.infer.predict import predict_video
     from dgp_pyro.nets.heatmap_net import HeatmapNet, normalize_images
+    from dgp_pyro.posterior.predict import predict_video
 
     with tempfile.TemporaryDirectory() as tmp:
         project = write_synthetic_project(

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     from dgp_pyro.cli.evaluate import PROJECT_TRUTH, evaluate_run
     from dgp_pyro.data.synthetic.project import write_synthetic_project
     from dgp_pyro.eval.metrics import keypoint_errors, mean_pose_baseline, summarize_errors
-    from dgp_pyro.infer.supervised import train_supervised
+    from dgp_pyro.posterior.fit import fit_run
     from dgp_pyro.run import RunConfig
 
     work = Path(tempfile.mkdtemp(prefix="bench_supervised_"))
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
             checkpoint_every=max(steps, 1),
         )
         started = time.perf_counter()
-        run = train_supervised(config, work / "run", progress=False)
+        run = fit_run(config, work / "run", progress=False)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         report = evaluate_run(run, truth=PROJECT_TRUTH)

@@ -1,6 +1,6 @@
 """Seconds per training image of the supervised trainer, resnet18 and resnet50, 128 x 128, batch 8.
 
-One step is exactly what :func:`dgp_pyro.infer.supervised.train_supervised` does per step:
+One step is exactly what :func:`dgp_pyro.train.supervised.train_supervised` does per step:
 draw a batch from the in-memory labeled images, augment it (affine warp + photometric),
 normalise, forward, heatmap loss, backward, gradient clipping, AdamW step, scheduler step.
 Images come from a synthetic project (one view, 128 x 128, 20 labeled frames). Reported per
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
     from dgp_pyro.data.dataset import LabeledImages
     from dgp_pyro.data.project import load_project
     from dgp_pyro.data.synthetic.project import write_synthetic_project
-    from dgp_pyro.infer.supervised import make_optimizer, make_scheduler, seed_everything, supervised_loss
     from dgp_pyro.run import RunConfig, build_network
+    from dgp_pyro.train.supervised import make_optimizer, make_scheduler, seed_everything, supervised_loss
 
     size = (args.size, args.size)
     result: dict = {

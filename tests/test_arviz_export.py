@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from dgp_pyro.eval.arviz_export import (
+from dgp_pyro.export.inference_data import (
     LOG_LIKELIHOOD_VAR,
     POSTERIOR_VAR,
     gaussian_predictive_elpd,
@@ -18,8 +18,8 @@ from dgp_pyro.eval.arviz_export import (
     loo_summary,
     marginal_draws,
 )
-from dgp_pyro.eval.calibration import DEFAULT_CURVE_LEVELS, calibration_note, coverage_curve
-from dgp_pyro.infer.posterior import KeypointPosterior
+from dgp_pyro.posterior.interval_fit import DEFAULT_CURVE_LEVELS, calibration_note, coverage_curve
+from dgp_pyro.posterior.posterior2d import KeypointPosterior
 
 # az.compare sorts with DataFrame.sort_values(inplace=True), deprecated in pandas 3: ArviZ's, not ours.
 PANDAS_INPLACE = "ignore:The inplace keyword:DeprecationWarning"

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from dgp_pyro.cli import calibrate as calibrate_cli
-from dgp_pyro.data import camera_estimation as ce
-from dgp_pyro.data.camera_estimation import CameraEstimate, estimate_cameras, estimate_project_cameras
-from dgp_pyro.data.cameras import Camera, CameraGroup
 from dgp_pyro.data.project import load_project
 from dgp_pyro.errors import DGPError
+from dgp_pyro.geometry import camera_estimation as ce
+from dgp_pyro.geometry.camera_estimation import CameraEstimate, estimate_cameras, estimate_project_cameras
+from dgp_pyro.geometry.cameras import Camera, CameraGroup
 
 SIZE = (1280, 1024)
 

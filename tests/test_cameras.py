@@ -10,7 +10,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from dgp_pyro.data.cameras import (
+from dgp_pyro.errors import DGPError
+from dgp_pyro.geometry.cameras import (
     Camera,
     CameraGroup,
     project_torch,
@@ -18,7 +19,6 @@ from dgp_pyro.data.cameras import (
     triangulate_torch,
     undistort_points_torch,
 )
-from dgp_pyro.errors import DGPError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -16,7 +16,7 @@ from dgp_pyro.data.predictions import PredictionTable, write_predictions
 from dgp_pyro.data.project import load_project
 from dgp_pyro.data.synthetic import write_synthetic_project
 from dgp_pyro.errors import DGPError
-from dgp_pyro.infer.supervised import train_supervised
+from dgp_pyro.posterior.fit import fit_run
 from dgp_pyro.run import RunConfig, load_run
 
 FIELDS = (
@@ -55,8 +55,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
             seed=seed,
         )
 
-    a = train_supervised(config(0, 0.3), root / "run_a", progress=False).path
-    b = train_supervised(config(1, str(a / "split.json")), root / "run_b", progress=False).path
+    a = fit_run(config(0, 0.3), root / "run_a", progress=False).path
+    b = fit_run(config(1, str(a / "split.json")), root / "run_b", progress=False).path
     return {"root": root, "project": project, "a": a, "b": b}
 
 
@@ -243,7 +243,7 @@ def test_elbo_per_frame(tmp_path):
 def test_posterior_inference_data_of_a_run(runs):
     import arviz as az
 
-    from dgp_pyro.eval.arviz_export import LOG_LIKELIHOOD_VAR, POSTERIOR_VAR, posterior_inference_data
+    from dgp_pyro.export.inference_data import LOG_LIKELIHOOD_VAR, POSTERIOR_VAR, posterior_inference_data
 
     run = load_run(runs["a"])
     idata = posterior_inference_data(run, num_draws=20, seed=1)

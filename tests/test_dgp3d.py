@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from dgp_pyro.data.cameras import CameraGroup
 from dgp_pyro.data.synthetic import (
     KEYPOINTS,
     SKELETON_INDEX,
@@ -25,13 +24,7 @@ from dgp_pyro.data.synthetic import (
     write_synthetic_project,
 )
 from dgp_pyro.errors import DGPError
-from dgp_pyro.infer.dgp3d_train import elbo_loss3d, load_calibration, session_videos, train_dgp3d
-from dgp_pyro.infer.posterior3d import (
-    PosteriorModel3D,
-    interval_coverage3d,
-    predict_run3d,
-    read_points3d,
-)
+from dgp_pyro.geometry.cameras import CameraGroup
 from dgp_pyro.model.dgp import LabeledBatch
 from dgp_pyro.model.dgp3d import (
     DEFAULT_ROBUST,
@@ -44,8 +37,17 @@ from dgp_pyro.model.dgp3d import (
     triangulation_observations,
 )
 from dgp_pyro.model.potentials import PRIOR_RIDGE, default_skeletal_weights, default_temporal_weights
+from dgp_pyro.model.registry import DEFAULT_ABSENT_WEIGHT
 from dgp_pyro.nets import heatmap_grid, soft_argmax
-from dgp_pyro.run import DEFAULT_ABSENT_WEIGHT, RunConfig, load_run
+from dgp_pyro.posterior.fit import fit_run
+from dgp_pyro.posterior.posterior3d import (
+    PosteriorModel3D,
+    interval_coverage3d,
+    predict_run3d,
+    read_points3d,
+)
+from dgp_pyro.run import RunConfig, load_run
+from dgp_pyro.train.dgp3d import elbo_loss3d, load_calibration, session_videos
 
 EDGES = [(int(i), int(j)) for i, j in SKELETON_INDEX]
 STRIDE = 4
@@ -339,15 +341,15 @@ def tiny_config(project: Path, **overrides) -> RunConfig:
 
 
 def test_train_resume_and_outputs(project3, tmp_path):
-    straight = train_dgp3d(tiny_config(project3), tmp_path / "straight", progress=False)
+    straight = fit_run(tiny_config(project3), tmp_path / "straight", progress=False)
 
     def interrupt(step, loss):
         if step == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_dgp3d(tiny_config(project3), tmp_path / "resumed", progress=False, on_step=interrupt)
-    resumed = train_dgp3d(tiny_config(project3), tmp_path / "resumed", resume=True, progress=False)
+        fit_run(tiny_config(project3), tmp_path / "resumed", progress=False, on_step=interrupt)
+    resumed = fit_run(tiny_config(project3), tmp_path / "resumed", resume=True, progress=False)
     a, b = straight.checkpoint(), resumed.checkpoint()
     assert a["step"] == b["step"] == 5
     assert straight.config.absent_weight == DEFAULT_ABSENT_WEIGHT["3d"] > 0  # hidden views drop out
@@ -380,7 +382,7 @@ def test_windows_train_the_network_only_when_asked(project3, tmp_path):
         options = {"window": 4, "random_windows": 3, "dgp_start": 0.2, **options}
         # default clipping: per parameter group, so the guide's gradients cannot scale the network's
         config = tiny_config(project3, steps=4, model_options=options)
-        return train_dgp3d(config, tmp_path / name, progress=False).checkpoint()["model"]
+        return fit_run(config, tmp_path / name, progress=False).checkpoint()["model"]
 
     light = network_after("light", windows_train_network=False, unlabeled_weight=0.1)
     heavy = network_after("heavy", windows_train_network=False, unlabeled_weight=10.0)
@@ -448,7 +450,7 @@ def test_videos_of_different_frame_rates_in_a_session(project3, tmp_path):
 
 
 def test_model_options_out_of_range_are_refused(project3):
-    from dgp_pyro.infer.dgp3d_train import resolve_options3d
+    from dgp_pyro.train.dgp3d import resolve_options3d
 
     assert resolve_options3d(tiny_config(project3, model_options={"robust": None}))["robust"] is None
     bad = [("bone_sigma_floor", 0.0), ("robust", -1.0), ("skeletal_strength", 0), ("guide_lr", "x")]
@@ -458,9 +460,9 @@ def test_model_options_out_of_range_are_refused(project3):
 
 
 def test_videos_must_have_the_calibrated_frame_size(project3):
-    from dgp_pyro.data.cameras import Camera
     from dgp_pyro.data.project import load_project
-    from dgp_pyro.infer.dgp3d_train import check_frame_sizes
+    from dgp_pyro.geometry.cameras import Camera
+    from dgp_pyro.train.dgp3d import check_frame_sizes
 
     sessions = session_videos(load_project(project3))
     group = CameraGroup.from_toml(project3 / "calibration.toml")
@@ -473,7 +475,7 @@ def test_videos_must_have_the_calibrated_frame_size(project3):
 
 
 def test_degenerate_cameras_are_refused(project3, tmp_path):
-    from dgp_pyro.data.cameras import Camera
+    from dgp_pyro.geometry.cameras import Camera
 
     group = CameraGroup.from_toml(project3 / "calibration.toml")
     first = group.cameras[0]
@@ -484,7 +486,7 @@ def test_degenerate_cameras_are_refused(project3, tmp_path):
     CameraGroup(same_place).to_toml(path)
     config = tiny_config(project3, model_options={"window": 4, "random_windows": 3, "calibration": str(path)})
     with pytest.raises(DGPError, match="camera centres coincide"):
-        train_dgp3d(config, tmp_path / "run", progress=False)
+        fit_run(config, tmp_path / "run", progress=False)
 
 
 # --------------------------------------------------------------------------- command line
@@ -531,7 +533,7 @@ def test_command_line_train_predict_evaluate_3d(project3, tmp_path, capsys):
     assert "--calibration is for the 3D models" in capsys.readouterr().err
     # the NWB file of the 3D posterior holds exactly what the 3D table holds
     pytest.importorskip("pynwb")
-    from dgp_pyro.data.nwb import read_nwb_posterior
+    from dgp_pyro.export.nwb import read_nwb_posterior
 
     nwb = read_nwb_posterior(tmp_path / "pred" / "session0_cam0_DGPpyro_dgp3d_3d.nwb")
     np.testing.assert_array_equal(nwb["mean"], table["mean"])

@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from dgp_pyro.cli.main import main
-from dgp_pyro.data.cameras import Camera, CameraGroup
 from dgp_pyro.data.project import load_project
 from dgp_pyro.data.synthetic import (
     KEYPOINTS,
@@ -28,15 +27,7 @@ from dgp_pyro.data.synthetic import (
 )
 from dgp_pyro.data.synthetic.project import side_by_side_cameras
 from dgp_pyro.errors import DGPError
-from dgp_pyro.infer.dgp3d_train import (
-    check_frame_sizes,
-    elbo_loss3d,
-    load_calibration,
-    session_videos,
-    train_dgp3d,
-)
-from dgp_pyro.infer.posterior3d import PosteriorModel3D, read_points3d, session_posterior3d
-from dgp_pyro.infer.supervised import build_network_seeded
+from dgp_pyro.geometry.cameras import Camera, CameraGroup
 from dgp_pyro.model.dgp3d import (
     GuideCorrection3D,
     Model3DSettings,
@@ -47,7 +38,11 @@ from dgp_pyro.model.dgp3d import (
     window_observations,
 )
 from dgp_pyro.nets import heatmap_grid, soft_argmax
+from dgp_pyro.posterior.fit import fit_run
+from dgp_pyro.posterior.posterior3d import PosteriorModel3D, read_points3d, session_posterior3d
 from dgp_pyro.run import RunConfig, load_run
+from dgp_pyro.train.dgp3d import check_frame_sizes, elbo_loss3d, load_calibration, session_videos
+from dgp_pyro.train.supervised import build_network_seeded
 
 VIEW = (64, 64)  # each view's image; the mirror frame holds two side by side
 STRIDE = 4
@@ -181,7 +176,7 @@ def test_train_predict_evaluate_a_synthetic_mirror_run(mirror_synth, tmp_path, c
         holdout=str(split),
         model_options={"window": 4, "random_windows": 4, "dgp_start": 0.5},
     )
-    run = train_dgp3d(config, tmp_path / "run", progress=False)
+    run = fit_run(config, tmp_path / "run", progress=False)
     state = run.checkpoint()
     assert state["step"] == 10 and state["temporal_ready"]
     assert state["guide_correction"]["offset"].shape == (len(KEYPOINTS), 3)  # 3D keypoints, not channels

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from dgp_pyro.infer.dgp_train import elbo_loss
 from dgp_pyro.model.dgp import (
     GuideCorrection,
     LabeledBatch,
@@ -24,6 +23,7 @@ from dgp_pyro.model.potentials import (
     keypoint_prior,
 )
 from dgp_pyro.nets import heatmap_loss
+from dgp_pyro.train.dgp import elbo_loss
 
 EDGES = [(0, 1), (1, 2), (1, 3)]
 

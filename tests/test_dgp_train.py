@@ -15,11 +15,12 @@ from scipy.stats import norm
 from dgp_pyro.cli.main import main
 from dgp_pyro.data.predictions import read_predictions
 from dgp_pyro.errors import DGPError
-from dgp_pyro.infer.dgp_train import ELBO_LOG, train_dgp
-from dgp_pyro.infer.posterior import PosteriorModel, interval_coverage
-from dgp_pyro.infer.predict import NetworkSummaries
 from dgp_pyro.model.dgp import GuideCorrection, ModelSettings, PotentialWeights
+from dgp_pyro.posterior.fit import fit_run
+from dgp_pyro.posterior.posterior2d import PosteriorModel, interval_coverage
+from dgp_pyro.posterior.predict import NetworkSummaries
 from dgp_pyro.run import RunConfig
+from dgp_pyro.train.dgp import ELBO_LOG
 
 OPTIONS = {"window": 4, "windows_per_step": 1, "random_windows": 6, "dgp_start": 0.25}
 
@@ -56,7 +57,7 @@ def cli(*args) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def dgp_run(project, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "dgp"
-    train_dgp(tiny(project), out, progress=False)
+    fit_run(tiny(project), out, progress=False)
     return out
 
 
@@ -74,15 +75,15 @@ def test_training_logs_elbo_parts_and_sets_weights(dgp_run):
 
 def test_resume_is_exact(project, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train_dgp(tiny(project, steps=6), straight, progress=False)
+    fit_run(tiny(project, steps=6), straight, progress=False)
 
     def interrupt(step, loss):
         if step == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_dgp(tiny(project, steps=6), resumed, progress=False, on_step=interrupt)
-    train_dgp(tiny(project, steps=6), resumed, resume=True, progress=False)
+        fit_run(tiny(project, steps=6), resumed, progress=False, on_step=interrupt)
+    fit_run(tiny(project, steps=6), resumed, resume=True, progress=False)
     a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
     for key in a["model"]:
@@ -90,42 +91,6 @@ def test_resume_is_exact(project, tmp_path):
     for part in ("guide_correction", "potential_weights"):
         for key in a[part]:
             torch.testing.assert_close(a[part][key], b[part][key], rtol=0, atol=0)
-
-
-def test_a_run_saved_before_newer_options_resumes_as_it_began(project, tmp_path):
-    """A config.json without the settings added since (an older dgp-pyro's) resumes with their
-    legacy values, exactly as the run began, instead of being refused or changed mid-way."""
-    from dgp_pyro.run import LEGACY_MODEL_OPTIONS, LEGACY_SETTINGS, read_run_config
-
-    legacy = {**LEGACY_MODEL_OPTIONS["2d"]}
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train_dgp(tiny(project, steps=6, **legacy), straight, progress=False)
-
-    def interrupt(step, loss):
-        if step == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_dgp(tiny(project, steps=6, **legacy), resumed, progress=False, on_step=interrupt)
-    saved = json.loads((resumed / "config.json").read_text())
-    for name in LEGACY_SETTINGS:
-        del saved[name]
-    for name in legacy:
-        del saved["model_options"][name]
-    (resumed / "config.json").write_text(json.dumps(saved))
-    config = read_run_config(resumed / "config.json")
-    assert config.absent_weight == 0.0 and config.model_options["guide_lr"] is None
-
-    code, _, stderr = cli("train", project, "--out", resumed, "--resume", "--quiet")
-    assert code == 0, stderr
-    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
-    assert b["step"] == 6
-    for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
-    # a setting given anew that differs from how the run began is still refused
-    code, _, stderr = cli("train", project, "--out", resumed, "--resume", "--option", "guide_lr=0.02")
-    assert code != 0 and "guide_lr" in stderr and "Traceback" not in stderr
 
 
 def test_predict_writes_posterior_columns_and_evaluate_reports_coverage(dgp_run, tmp_path):
@@ -166,12 +131,12 @@ def test_variant_without_video_is_refused(project, tmp_path):
     for video in (copy / "videos").iterdir():
         video.unlink()
     with pytest.raises(DGPError, match="needs video"):
-        train_dgp(tiny(copy, steps=2), tmp_path / "run", progress=False)
+        fit_run(tiny(copy, steps=2), tmp_path / "run", progress=False)
 
 
 def test_unknown_option_is_refused(project, tmp_path):
     with pytest.raises(DGPError, match="unknown model option"):
-        train_dgp(tiny(project, steps=2, windowz=3), tmp_path / "run", progress=False)
+        fit_run(tiny(project, steps=2, windowz=3), tmp_path / "run", progress=False)
 
 
 @pytest.mark.parametrize(
@@ -190,14 +155,14 @@ def test_unknown_option_is_refused(project, tmp_path):
 )
 def test_option_out_of_range_is_refused_before_training(project, tmp_path, option, value, what):
     with pytest.raises(DGPError, match="must") as info:
-        train_dgp(tiny(project, steps=2, **{option: value}), tmp_path / "run", progress=False)
+        fit_run(tiny(project, steps=2, **{option: value}), tmp_path / "run", progress=False)
     assert option in str(info.value) and what in str(info.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_guide_lr_gives_the_guide_a_group_of_its_own(project, tmp_path):
     """``guide_lr`` null: one optimizer group; a number: the guide apart, at that lr, no decay."""
-    from dgp_pyro.infer.dgp_train import joint_optimizer
+    from dgp_pyro.train.dgp import joint_optimizer
 
     network, guide = torch.nn.Linear(2, 2), [torch.nn.Parameter(torch.zeros(3))]
     config = tiny(project)
@@ -206,7 +171,7 @@ def test_guide_lr_gives_the_guide_a_group_of_its_own(project, tmp_path):
     apart = joint_optimizer(network, guide, 0.05, config)
     assert [g["lr"] for g in apart.param_groups] == [config.lr, 0.05]
     assert apart.param_groups[1]["weight_decay"] == 0.0 and apart.param_groups[1]["params"] == guide
-    run = train_dgp(tiny(project, steps=4, guide_lr=0.05), tmp_path / "run", progress=False)
+    run = fit_run(tiny(project, steps=4, guide_lr=0.05), tmp_path / "run", progress=False)
     groups = torch.load(run.path / "checkpoints" / "last.pt", weights_only=True)["optimizer"]["param_groups"]
     assert len(groups) == 2 and groups[1]["weight_decay"] == 0.0
 
@@ -222,12 +187,12 @@ def test_video_shorter_than_the_window_is_refused(project, tmp_path):
             frames = [reader.read(i) for i in range(3)]
         write_video(video, frames, fps=30)
     with pytest.raises(DGPError, match="no video of at least 4 frames"):
-        train_dgp(tiny(copy, steps=2), tmp_path / "run", progress=False)
+        fit_run(tiny(copy, steps=2), tmp_path / "run", progress=False)
 
 
 def test_nan_elbo_stops_naming_the_step_and_the_last_good_checkpoint(project, tmp_path, monkeypatch):
-    from dgp_pyro.infer import dgp_train
-    from dgp_pyro.infer.checkpoint import load_checkpoint
+    from dgp_pyro.run.checkpoint import load_checkpoint
+    from dgp_pyro.train import dgp as dgp_train
 
     real = dgp_train.elbo_loss
     calls = []
@@ -240,7 +205,7 @@ def test_nan_elbo_stops_naming_the_step_and_the_last_good_checkpoint(project, tm
     monkeypatch.setattr(dgp_train, "elbo_loss", nan_from_the_sixth_step)
     run = tmp_path / "run"
     with pytest.raises(DGPError, match="the training loss became nan at step 6") as info:
-        train_dgp(tiny(project, steps=8), run, progress=False)
+        fit_run(tiny(project, steps=8), run, progress=False)
     last = run / "checkpoints" / "last.pt"
     assert f"the last good checkpoint, {last}, from step 4, is kept" in str(info.value)
     state = load_checkpoint(last)
@@ -251,7 +216,7 @@ def test_nan_elbo_stops_naming_the_step_and_the_last_good_checkpoint(project, tm
 def test_a_damaged_checkpoint_writes_no_posterior(dgp_run, tmp_path):
     import shutil
 
-    from dgp_pyro.infer.checkpoint import load_checkpoint, save_checkpoint
+    from dgp_pyro.run.checkpoint import load_checkpoint, save_checkpoint
 
     run = Path(shutil.copytree(dgp_run, tmp_path / "run"))
     for path in (run / "checkpoints").glob("*.pt"):
@@ -292,7 +257,7 @@ def test_posterior_beats_raw_estimate_and_is_calibrated(variant):
 
 
 def test_variance_scale_recovers_a_known_miscalibration():
-    from dgp_pyro.eval.calibration import coverage_curve, fit_variance_scale
+    from dgp_pyro.posterior.interval_fit import coverage_curve, fit_variance_scale
 
     rng = np.random.default_rng(0)
     std = rng.uniform(1.0, 3.0, size=(4000, 2))
@@ -306,7 +271,7 @@ def test_variance_scale_recovers_a_known_miscalibration():
 
 def test_interval_scales_calibrate_heavy_tailed_errors_at_every_level():
     """Split conformal widths cover fresh heavy-tailed errors at every level; one variance scale cannot."""
-    from dgp_pyro.eval.calibration import (
+    from dgp_pyro.posterior.interval_fit import (
         coverage_curve,
         fit_interval_scales,
         fit_variance_scale,
@@ -338,7 +303,7 @@ def test_interval_scales_calibrate_heavy_tailed_errors_at_every_level():
 
 def test_leave_one_out_coverage_is_honest_where_in_sample_coverage_is_not():
     """Left-out images get nominal coverage when they are like the rest, and less when not."""
-    from dgp_pyro.eval.calibration import fit_interval_scales, leave_one_out_coverage
+    from dgp_pyro.posterior.interval_fit import fit_interval_scales, leave_one_out_coverage
 
     rng = np.random.default_rng(2)
     levels = (0.5, 0.9, 0.95)
@@ -381,7 +346,7 @@ def test_leave_one_frame_out_reports_how_unsure_few_frames_are():
     50 %; the reported standard error says so (same size, and large against 0.05), and with
     40 frames both shrink.
     """
-    from dgp_pyro.eval.calibration import LOO_SE_WARNING, fit_interval_scales, leave_one_out_coverage
+    from dgp_pyro.posterior.interval_fit import LOO_SE_WARNING, fit_interval_scales, leave_one_out_coverage
 
     levels = (0.5, 0.9, 0.95)
 
@@ -418,8 +383,8 @@ def test_leave_one_frame_out_reports_how_unsure_few_frames_are():
 
 
 def test_training_with_held_out_labels_recalibrates_the_posterior(dgp_run):
-    from dgp_pyro.eval.arviz_export import held_out_images
-    from dgp_pyro.infer.posterior import POSTERIOR_CALIBRATION, image_posteriors
+    from dgp_pyro.export.inference_data import held_out_images
+    from dgp_pyro.posterior.posterior2d import POSTERIOR_CALIBRATION, image_posteriors
     from dgp_pyro.run import load_run
 
     info = json.loads((dgp_run / POSTERIOR_CALIBRATION).read_text())

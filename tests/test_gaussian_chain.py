@@ -13,8 +13,8 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 from torch.overrides import TorchFunctionMode
 
-import dgp_pyro.infer.gaussian_chain as gc
-from dgp_pyro.infer.gaussian_chain import (
+import dgp_pyro.ops.gaussian_chain as gc
+from dgp_pyro.ops.gaussian_chain import (
     BlockTridiagonalGaussian,
     build_chain_precision,
     chain_entropy,

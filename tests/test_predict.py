@@ -19,7 +19,8 @@ from dgp_pyro.cli.main import main
 from dgp_pyro.data.predictions import read_predictions
 from dgp_pyro.data.video import VideoReader, write_video
 from dgp_pyro.errors import DGPError
-from dgp_pyro.infer.predict import (
+from dgp_pyro.nets.heatmap_net import HeatmapNet
+from dgp_pyro.posterior.predict import (
     NetworkSummaries,
     predict_images,
     predict_video,
@@ -27,7 +28,6 @@ from dgp_pyro.infer.predict import (
     summarize_frames,
     write_prediction_files,
 )
-from dgp_pyro.nets.heatmap_net import HeatmapNet
 
 
 @pytest.fixture(scope="module")
@@ -201,14 +201,14 @@ def test_summaries_to_table_and_files(tmp_path):
 
 
 def test_cli_predict_writes_deeplabcut_files(synth, video, tmp_path):
-    from dgp_pyro.infer.supervised import train_supervised
+    from dgp_pyro.posterior.fit import fit_run
     from dgp_pyro.run import RunConfig, load_run
 
     run_dir = tmp_path / "run"
     config = RunConfig(
         project=str(synth), backbone="resnet18", size=[64, 64], steps=1, batch_size=2, holdout=0.0
     )
-    train_supervised(config, run_dir, progress=False)
+    fit_run(config, run_dir, progress=False)
     out = tmp_path / "pred"
     code, stdout, stderr = cli("predict", run_dir, "--out", out, "--batch-size", 9, "--quiet")  # all videos
     assert code == 0, stderr
@@ -236,7 +236,7 @@ def test_cli_predict_writes_deeplabcut_files(synth, video, tmp_path):
     assert code == 0, stderr
     assert (run_dir / "predictions" / "session0_DGPpyro_supervised.h5").is_file()
     if importlib.util.find_spec("pynwb") and importlib.util.find_spec("ndx_pose"):
-        from dgp_pyro.data.nwb import read_nwb_posterior
+        from dgp_pyro.export.nwb import read_nwb_posterior
 
         nwb = read_nwb_posterior(run_dir / "predictions" / "session0_DGPpyro_supervised.nwb")
         same = read_predictions(run_dir / "predictions" / "session0_DGPpyro_supervised.h5")

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dgp_pyro.data.cameras import CameraGroup
 from dgp_pyro.data.labels import read_labels
 from dgp_pyro.data.synthetic import (
     ARENA,
@@ -29,6 +28,7 @@ from dgp_pyro.data.synthetic import (
 from dgp_pyro.data.synthetic.render import KEYPOINT_PARTS, PART_COLOURS, pixel_rays
 from dgp_pyro.data.video import VideoReader
 from dgp_pyro.errors import DGPError
+from dgp_pyro.geometry.cameras import CameraGroup
 
 FPS = 30.0
 SIZE = (96, 80)

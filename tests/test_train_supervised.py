@@ -18,8 +18,10 @@ import torch
 from dgp_pyro.cli.main import main
 from dgp_pyro.data.labels import read_labels, write_labels
 from dgp_pyro.errors import DGPError
-from dgp_pyro.infer.supervised import prepare_training, train_supervised
-from dgp_pyro.run import MODELS, RunConfig, load_run
+from dgp_pyro.model.registry import MODELS
+from dgp_pyro.posterior.fit import fit_run
+from dgp_pyro.run import RunConfig, load_run
+from dgp_pyro.train.supervised import prepare_training
 
 SIZE = ["--size", "64x64", "--backbone", "resnet18"]
 
@@ -72,7 +74,7 @@ def learned_run(synth1, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_run(synth1, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    train_supervised(tiny_config(synth1, steps=2), out, progress=False)
+    fit_run(tiny_config(synth1, steps=2), out, progress=False)
     return out
 
 
@@ -142,7 +144,7 @@ def test_run_folder_contents(learned_run, synth1):
 
 
 def test_resume_is_exact_and_interrupt_keeps_checkpoint(synth1, tmp_path):
-    straight = train_supervised(tiny_config(synth1), tmp_path / "straight", progress=False)
+    straight = fit_run(tiny_config(synth1), tmp_path / "straight", progress=False)
 
     def interrupt(step, loss):
         if step == 2:
@@ -150,7 +152,7 @@ def test_resume_is_exact_and_interrupt_keeps_checkpoint(synth1, tmp_path):
 
     resumed_dir = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        train_supervised(tiny_config(synth1), resumed_dir, progress=False, on_step=interrupt)
+        fit_run(tiny_config(synth1), resumed_dir, progress=False, on_step=interrupt)
     interrupted = load_run(resumed_dir)
     assert interrupted.checkpoint()["step"] == 2  # saved on the interrupt
     assert [row["step"] for row in interrupted.read_loss_log()] == [1, 2]
@@ -178,7 +180,7 @@ def test_failure_keeps_last_periodic_checkpoint(synth1, tmp_path):
 
     out = tmp_path / "failed"
     with pytest.raises(RuntimeError, match="boom"):
-        train_supervised(tiny_config(synth1, checkpoint_every=2), out, progress=False, on_step=fail)
+        fit_run(tiny_config(synth1, checkpoint_every=2), out, progress=False, on_step=fail)
     run = load_run(out)
     assert run.checkpoint()["step"] == 2
     assert (out / "checkpoints" / "step_2.pt").is_file()
@@ -234,7 +236,7 @@ def test_missing_run_folder(tmp_path):
 
 def test_absent_weight_teaches_the_network_when_a_keypoint_is_hidden(learned_run, synth1, tmp_path):
     """DeepLabCut's empty maps for hidden keypoints: the confidence then drops where a part is hidden."""
-    from dgp_pyro.infer.predict import predict_video
+    from dgp_pyro.posterior.predict import predict_video
 
     out = tmp_path / "absent"
     code, _, stderr = cli(
@@ -392,30 +394,24 @@ def test_mirror_project_end_to_end(mirror_project, tmp_path):
     assert table.xy.shape == (20, len(run.config.keypoints), 2)
 
 
-def test_saved_configs_read_settings_they_predate_at_legacy_values(tiny_run, tmp_path):
-    """A config saved before a setting existed reads as how that run was trained; one that has
-    the setting, or a run that never started, reads as written; a non-object is a clear error."""
-    from dgp_pyro.run import read_run_config
+def test_a_run_of_another_format_version_is_refused_with_how_to_retrain(tiny_run, tmp_path):
+    """config.json carries the run format version; a run written before versions existed, or in
+    another version, is refused naming both versions and how to retrain, never read with guessed
+    defaults; a config that is not a JSON object is a clear error too."""
+    from dgp_pyro.run import RUN_FORMAT_VERSION, read_run_config
 
     saved = json.loads((tiny_run / "config.json").read_text())
+    assert saved["format_version"] == RUN_FORMAT_VERSION
     path = tmp_path / "config.json"
-    for model, options, expected in (
-        ("dgp3d", {"window": 8, "robust": 2.0}, {"windows_train_network": True, "robust": 2.0}),
-        ("dgp3d", {"windows_train_network": False}, {"windows_train_network": False}),
-        ("dgp", {"window": 8}, {"guide_lr": None, "calibrate_precision": False}),
-        ("supervised", {}, {}),
-    ):
-        data = {k: v for k, v in saved.items() if k != "absent_weight"}
-        path.write_text(json.dumps({**data, "model": model, "model_options": options}))
-        config = read_run_config(path)
-        assert config.absent_weight == 0.0
-        assert {k: config.model_options[k] for k in expected} == expected, model
-        if model == "supervised":
-            assert config.model_options == {}
-    path.write_text(json.dumps({**saved, "absent_weight": 0.3}))
-    assert read_run_config(path).absent_weight == 0.3
-    path.write_text(json.dumps({**data, "size": None}))  # never started: nothing resolved yet
-    assert read_run_config(path).absent_weight is None
+    path.write_text(json.dumps(saved))
+    assert read_run_config(path).to_dict() == {k: v for k, v in saved.items() if k != "format_version"}
+    path.write_text(json.dumps({k: v for k, v in saved.items() if k != "format_version"}))
+    with pytest.raises(DGPError, match="before format versions.*reads run format") as info:
+        read_run_config(path)
+    assert "retrain" in str(info.value)
+    path.write_text(json.dumps({**saved, "format_version": RUN_FORMAT_VERSION + 1}))
+    with pytest.raises(DGPError, match=f"in format {RUN_FORMAT_VERSION + 1}"):
+        read_run_config(path)
     path.write_text("[1, 2]")
     with pytest.raises(DGPError, match="JSON object"):
         read_run_config(path)

@@ -2,7 +2,7 @@
 
 For rigs without a calibration (a mirror setup, or cameras never calibrated): bundle
 adjustment over the keypoints labeled in two or more views (see
-:mod:`dgp_pyro.data.camera_estimation`), written as an Anipose calibration TOML that the 3D
+:mod:`dgp_pyro.geometry.camera_estimation`), written as an Anipose calibration TOML that the 3D
 model reads like any other.
 """
 
@@ -49,8 +49,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dgp_pyro.data.camera_estimation import estimate_project_cameras
     from dgp_pyro.data.project import load_project
+    from dgp_pyro.geometry.camera_estimation import estimate_project_cameras
 
     project = load_project(args.project, views=args.views, view_layout=getattr(args, "view_layout", None))
     estimate = estimate_project_cameras(

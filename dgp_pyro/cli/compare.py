@@ -3,13 +3,13 @@ r"""``dgp-pyro compare``: runs (and DeepLabCut prediction files) side by side on
 Every input is a row:
 
 **A run folder.** Its posterior at its held-out labeled images (``split.json`` ``test``;
-:func:`~dgp_pyro.infer.posterior.image_posteriors`) is scored against their labels, in the
+:func:`~dgp_pyro.posterior.posterior2d.image_posteriors`) is scored against their labels, in the
 images' own pixels: ``rmse_px``, ``median_px``, ``pck_5px`` (share within 5 px),
 ``coverage_<level>`` (share of true coordinates inside the equal-tailed credible interval,
 x and y counted separately) with a one-line ``calibration`` verdict
-(:func:`~dgp_pyro.eval.calibration.calibration_note`), ``elbo_per_frame`` (the mean of
+(:func:`~dgp_pyro.posterior.interval_fit.calibration_note`), ``elbo_per_frame`` (the mean of
 ``-loss`` over the last 10 % of the rows of ``elbo.csv``; null for runs without one, e.g.
-supervised), and from the ArviZ export (:mod:`dgp_pyro.eval.arviz_export`) ``elpd_loo``,
+supervised), and from the ArviZ export (:mod:`dgp_pyro.export.inference_data`) ``elpd_loo``,
 ``elpd_se`` and ``pareto_k_max`` (``az.loo``; ``pareto_k_max`` is null where infinite, i.e.
 ArviZ could not fit the tail, and ``n_high_k`` counts the labels with k-hat > 0.7), and
 ``loo_weight`` (``az.compare``, stacking, over the runs that share the first run's held-out
@@ -17,7 +17,7 @@ images, when there are at least two). ``elpd_heldout`` / ``elpd_heldout_se`` are
 log predictive density computed directly, in closed form from the Gaussian marginals
 (:math:`\sum_i \log N(\ell_i \mid m_i, \Sigma_i + \sigma^2 I)`, frame pixels): the labels
 were really held out, so it needs no importance sampling and no draws. Prefer it when
-``pareto_k_max`` > 0.7 (see :mod:`~dgp_pyro.eval.arviz_export` for why PSIS k-hat is usually
+``pareto_k_max`` > 0.7 (see :mod:`~dgp_pyro.export.inference_data` for why PSIS k-hat is usually
 high here).
 
 **A DeepLabCut prediction file** (``.h5`` / ``.csv`` with ``x, y, likelihood``, rows indexed
@@ -112,7 +112,7 @@ def _finite(value: Any) -> Any:
 
 def elbo_per_frame(run_dir: str | Path) -> float | None:
     """Mean of ``-loss`` over the last 10 % (at least one) of the rows of ``RUN/elbo.csv``; None without."""
-    from dgp_pyro.infer.dgp_train import ELBO_LOG
+    from dgp_pyro.train.dgp import ELBO_LOG
 
     path = Path(run_dir) / ELBO_LOG
     if not path.is_file():
@@ -166,7 +166,7 @@ def match_image_keys(truth_keys: Sequence[str], pred_keys: Sequence[str]) -> lis
 def _empty_row(
     name: str, kind: str, path: Path, model: str | None, levels: Sequence[float]
 ) -> dict[str, Any]:
-    from dgp_pyro.infer.posterior import level_tag
+    from dgp_pyro.posterior.posterior2d import level_tag
 
     row: dict[str, Any] = {
         "name": name,
@@ -273,7 +273,7 @@ def _score_run(
     run, name: str, path: Path, levels, num_draws: int, seed: int, device: str
 ) -> tuple[dict, Any, Any]:
     """One run's row, its InferenceData (None without held-out labels) and its held-out images."""
-    from dgp_pyro.eval.arviz_export import (
+    from dgp_pyro.export.inference_data import (
         K_HAT_LIMIT,
         gaussian_predictive_elpd,
         held_out_images,
@@ -281,8 +281,8 @@ def _score_run(
         loo_summary,
         run_label_sigma,
     )
-    from dgp_pyro.eval.calibration import LOO_SE_WARNING, calibration_note, coverage_curve
-    from dgp_pyro.infer.posterior import (
+    from dgp_pyro.posterior.interval_fit import LOO_SE_WARNING, calibration_note, coverage_curve
+    from dgp_pyro.posterior.posterior2d import (
         POSTERIOR_CALIBRATION,
         image_posteriors,
         level_tag,
@@ -378,8 +378,8 @@ def _score_predictions(
     truth_source: str | None,
 ) -> dict[str, Any]:
     """A prediction file's row (its keypoints and image index already checked)."""
-    from dgp_pyro.eval.calibration import calibration_note
-    from dgp_pyro.infer.posterior import level_tag
+    from dgp_pyro.posterior.interval_fit import calibration_note
+    from dgp_pyro.posterior.posterior2d import level_tag
 
     row = _empty_row(name, "predictions", path, table.scorer, levels)
     intervals = _interval_columns(table, levels)
@@ -431,7 +431,7 @@ def _score_predictions(
 
 def _interval_columns(table, levels) -> dict[float, tuple[np.ndarray, np.ndarray]]:
     """``{level: (lower (T, K, 2), upper (T, K, 2))}`` from dgp-pyro's ``x_lo90``... columns."""
-    from dgp_pyro.infer.posterior import level_tag
+    from dgp_pyro.posterior.posterior2d import level_tag
 
     out = {}
     for level in levels:

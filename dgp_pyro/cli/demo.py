@@ -79,10 +79,10 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dgp_pyro.cli.train import trainer_for
     from dgp_pyro.data.project import load_project
     from dgp_pyro.data.synthetic import write_synthetic_project
     from dgp_pyro.paths import BUNDLED_PROJECT
+    from dgp_pyro.posterior.fit import fit_run
     from dgp_pyro.run import RunConfig, load_run
 
     out = Path(args.out)
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     project = load_project(project_dir, views=args.views, view_layout=args.view_layout)
     _say(f"project {project_dir}: {len(project.frame_keys)} labeled frames, views {', '.join(project.views)}")
 
-    from dgp_pyro.run import MODELS, MODELS_3D
+    from dgp_pyro.model.registry import MODELS, MODELS_3D
 
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             how = "resuming" if resume else "new run"
             _say(f"training {model} for {args.steps} steps ({how}) -> {run_dir}")
         if not _finished(run_dir, args.steps):
-            trainer_for(model)(config, run_dir, resume=resume, progress=True)
+            fit_run(config, run_dir, resume=resume, progress=True)
         runs[model] = load_run(run_dir)
         _say(f"posterior over every frame of every video ({model})")
         posteriors[model], points3d[model] = _video_posteriors(
@@ -178,7 +178,7 @@ def _calibration(project, args: argparse.Namespace, out: Path) -> tuple[Path | N
     Returns the calibration file (None for a project that is single-view or not asked for 3D
     models and has none) and, when the cameras were estimated, the estimate's summary.
     """
-    from dgp_pyro.run import MODELS_3D
+    from dgp_pyro.model.registry import MODELS_3D
 
     wants_3d = [m for m in args.models if m in MODELS_3D]
     if wants_3d and len(project.views) < 2:
@@ -194,7 +194,7 @@ def _calibration(project, args: argparse.Namespace, out: Path) -> tuple[Path | N
         return path.absolute(), None
     if project.calibration is not None or len(project.views) < 2 or not wants_3d:
         return project.calibration, None
-    from dgp_pyro.data.camera_estimation import estimate_project_cameras
+    from dgp_pyro.geometry.camera_estimation import estimate_project_cameras
 
     _say("no calibration: estimating the cameras from the labels (as dgp-pyro calibrate does)")
     estimate = estimate_project_cameras(project, seed=args.seed)
@@ -249,12 +249,12 @@ def _video_posteriors(
     run's posterior, or a 2D run's posterior means triangulated by confidence-weighted DLT
     (no 3D uncertainty), when there are cameras.
     """
-    from dgp_pyro.infer.dgp3d_train import load_calibration, session_videos
-    from dgp_pyro.infer.posterior import video_posterior
-    from dgp_pyro.infer.posterior3d import videos_posterior3d, write_posterior3d
-    from dgp_pyro.infer.predict import prediction_stem, summaries_to_table, write_prediction_files
     from dgp_pyro.model.dgp3d import ViewChannels
-    from dgp_pyro.run import MODELS_3D
+    from dgp_pyro.model.registry import MODELS_3D
+    from dgp_pyro.posterior.posterior2d import video_posterior
+    from dgp_pyro.posterior.posterior3d import videos_posterior3d, write_posterior3d
+    from dgp_pyro.posterior.predict import prediction_stem, summaries_to_table, write_prediction_files
+    from dgp_pyro.train.dgp3d import load_calibration, session_videos
 
     project = run.project()
     network = run.network()
@@ -305,7 +305,7 @@ def _view_posteriors(channels, images: list) -> list:
     """
     import torch
 
-    from dgp_pyro.infer.posterior import KeypointPosterior
+    from dgp_pyro.posterior.posterior2d import KeypointPosterior
 
     if channels.identity:
         return images
@@ -340,7 +340,7 @@ def _truth(project) -> dict[str, np.ndarray]:
 def _score(project, posteriors: dict[str, object], points3d: dict[str, tuple]) -> dict[str, float]:
     """RMSE (unlabeled, visible-unlabeled), PCK and coverage against the ground truth; 3D RMSE."""
     from dgp_pyro.eval.metrics import keypoint_errors, summarize_errors
-    from dgp_pyro.infer.posterior import interval_coverage
+    from dgp_pyro.posterior.posterior2d import interval_coverage
 
     truth = _truth(project)
     errors, visible_errors, coverage_parts = [], [], []

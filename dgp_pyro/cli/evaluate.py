@@ -1,7 +1,7 @@
 """``dgp-pyro evaluate``: accuracy of a trained run on its held-out frames and against ground truth.
 
 **Held-out labeled frames** (always): the run's ``split.json`` test images get the run's
-posterior (:func:`~dgp_pyro.infer.posterior.image_posteriors`: in their video context when
+posterior (:func:`~dgp_pyro.posterior.posterior2d.image_posteriors`: in their video context when
 they were extracted from one of the project's videos) and its mean is compared with their
 labels, in the images' own pixels: ``rmse_px``, ``median_px``, ``mean_px``, ``pck_5px``,
 ``pck_10px`` (share of points within 5 / 10 px), ``n`` (scored points), ``n_test_frames``,
@@ -11,11 +11,11 @@ scale ``mean_pose_rmse_px`` (the RMSE of predicting every keypoint at its mean t
 and ``coverage_50``, ``coverage_90``, ``coverage_95``: the share of
 held-out label coordinates inside each equal-tailed posterior interval. Training fits the
 posterior's variance scale to these same labels
-(:func:`~dgp_pyro.infer.posterior.calibrate_posterior`), so their coverage is in-sample:
+(:func:`~dgp_pyro.posterior.posterior2d.calibrate_posterior`), so their coverage is in-sample:
 ``posterior_variance_scale`` and ``variance_scale_fitted_on_heldout`` say so. What new frames
 can expect is ``coverage_loo_50``, ``coverage_loo_90``, ``coverage_loo_95``: each held-out frame
 (all its views) scored by intervals recalibrated on the other held-out frames only
-(:func:`~dgp_pyro.eval.calibration.leave_one_out_coverage`; None for runs trained before it, or
+(:func:`~dgp_pyro.posterior.interval_fit.leave_one_out_coverage`; None for runs trained before it, or
 with fewer than two held-out frames), with its standard error over frames
 ``coverage_loo_se_50``, ... (None for runs calibrated before it was recorded); a 3D run also
 has ``coverage_loo_3d_50``, ... and ``coverage_loo_3d_se_50``, ...: its 3D intervals against the
@@ -56,13 +56,13 @@ from typing import Any
 import numpy as np
 
 from dgp_pyro.errors import DGPError
-from dgp_pyro.eval.calibration import LOO_SE_WARNING
 from dgp_pyro.eval.metrics import (
     format_table,
     keypoint_errors,
     mean_pose_baseline,
     summarize_errors,
 )
+from dgp_pyro.posterior.interval_fit import LOO_SE_WARNING
 
 #: ``--truth`` given without a file: use the project's own ground truth.
 PROJECT_TRUTH = "<project>"
@@ -109,7 +109,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _fresh(path: Path, run) -> bool:
     """A cached table newer than the run's last checkpoint and its posterior calibration."""
-    from dgp_pyro.infer.posterior import POSTERIOR_CALIBRATION
+    from dgp_pyro.posterior.posterior2d import POSTERIOR_CALIBRATION
 
     if not path.is_file():
         return False
@@ -142,7 +142,7 @@ class _NetworkOnce:
 
 
 def _is_3d(run) -> bool:
-    from dgp_pyro.run import MODELS_3D
+    from dgp_pyro.model.registry import MODELS_3D
 
     return run.config.model in MODELS_3D
 
@@ -153,9 +153,9 @@ def _ensure_3d_tables(run, project, network, batch_size: int, use_cache: bool, p
     A 3D posterior is computed for a whole session at once; its per-view DeepLabCut tables are
     then read like a 2D run's video predictions.
     """
-    from dgp_pyro.infer.dgp3d_train import session_videos
-    from dgp_pyro.infer.posterior3d import PosteriorModel3D, videos_posterior3d, write_posterior3d
-    from dgp_pyro.infer.predict import prediction_stem
+    from dgp_pyro.posterior.posterior3d import PosteriorModel3D, videos_posterior3d, write_posterior3d
+    from dgp_pyro.posterior.predict import prediction_stem
+    from dgp_pyro.train.dgp3d import session_videos
 
     model = None
     for session in session_videos(project):
@@ -178,8 +178,8 @@ def evaluate_test_images(
     run, project, network, batch_size: int = 16, use_cache: bool = True
 ) -> dict[str, Any]:
     """Metrics on the run's held-out labeled images (see the module doc)."""
-    from dgp_pyro.infer.posterior import image_posteriors
-    from dgp_pyro.infer.predict import summaries_to_table, write_prediction_files
+    from dgp_pyro.posterior.posterior2d import image_posteriors
+    from dgp_pyro.posterior.predict import summaries_to_table, write_prediction_files
 
     keypoints = list(run.config.keypoints)
     samples = project.network_samples()
@@ -361,8 +361,8 @@ def evaluate_truth(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Metrics of every video frame against ground-truth 2D points (see the module doc)."""
-    from dgp_pyro.infer.posterior import video_posterior
-    from dgp_pyro.infer.predict import prediction_stem, summaries_to_table, write_prediction_files
+    from dgp_pyro.posterior.posterior2d import video_posterior
+    from dgp_pyro.posterior.predict import prediction_stem, summaries_to_table, write_prediction_files
 
     truth = _load_truth(truth_path)
     keypoints = list(run.config.keypoints)
@@ -443,9 +443,9 @@ def _evaluate_truth_3d(run, project, truth: dict, truth_path: Path) -> dict[str,
     """3D runs: world-unit errors and interval coverage of the 3D tables against ``points_3d``."""
     from statistics import NormalDist
 
-    from dgp_pyro.infer.posterior import level_tag
-    from dgp_pyro.infer.posterior3d import read_points3d
     from dgp_pyro.model.dgp3d import ViewChannels
+    from dgp_pyro.posterior.posterior2d import level_tag
+    from dgp_pyro.posterior.posterior3d import read_points3d
 
     keypoints = list(ViewChannels.from_project(project).keypoints)  # the 3D keypoints (body parts)
     errors, hidden, unlabeled, inside = [], [], [], {level: [] for level in LEVELS}
@@ -514,7 +514,7 @@ def evaluate_run(
     network = _NetworkOnce(run, device)
     result: dict[str, Any] = {"run": str(run.path), "model": run.config.model, "scorer": run.scorer}
     result.update(evaluate_test_images(run, project, network, batch_size, use_cache))
-    from dgp_pyro.infer.posterior import (
+    from dgp_pyro.posterior.posterior2d import (
         POSTERIOR_CALIBRATION,
         level_tag,
         out_of_sample_coverage,

@@ -6,17 +6,17 @@ For each video, ``OUT/<video stem>_DGPpyro_<model>.h5`` and ``.csv`` hold, per k
 interval bounds ``x_lo90, x_hi90, y_lo90, y_hi90`` for each ``--levels`` value (default 0.5,
 0.9, 0.95). For the ``supervised`` model the posterior is the Gaussian form of each heatmap;
 for the graphical models it is the structured guide over the whole video
-(:mod:`dgp_pyro.infer.posterior`). Without videos, every video of the run's project is
+(:mod:`dgp_pyro.posterior.posterior2d`). Without videos, every video of the run's project is
 predicted. Frames are streamed in batches, so any video length fits in memory.
 
 3D runs (``dgp3d`` ...) predict each session's videos together (or one video per view, in the
 run's view order, for each session given; in the suffix layout, a mirror, one video holds every
 view, so each video given is a session): ``<session>_DGPpyro_<model>_3d.h5`` / ``.csv`` with
-the 3D posterior (:mod:`dgp_pyro.infer.posterior3d`) and one DeepLabCut file per view of its
+the 3D posterior (:mod:`dgp_pyro.posterior.posterior3d`) and one DeepLabCut file per view of its
 reprojection (suffix layout: ``<video stem>_<view>_DGPpyro_<model>``, plus
 ``<video stem>_DGPpyro_<model>`` with every view's columns as in the labels).
 ``--nwb`` also writes each posterior, spreads and intervals included, as an NWB
-file with the ndx-pose extension (:mod:`dgp_pyro.data.nwb`).
+file with the ndx-pose extension (:mod:`dgp_pyro.export.nwb`).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def _skeleton_edges(run_) -> list[tuple[int, int]]:
 
 def unique_stems(videos: list[Path], scorer: str) -> list[str]:
     """``<stem>_<scorer>`` per video; videos sharing a stem get their parent folder's name too."""
-    from dgp_pyro.infer.predict import prediction_stem
+    from dgp_pyro.posterior.predict import prediction_stem
 
     stems = [prediction_stem(v, scorer) for v in videos]
     if len(set(stems)) == len(stems):
@@ -79,8 +79,8 @@ def unique_stems(videos: list[Path], scorer: str) -> list[str]:
 
 def _predict_3d(run_, network, videos: list[Path], out: Path, args: argparse.Namespace) -> int:
     """3D runs: the posterior of each session (all views together), 3D table plus 2D files per view."""
-    from dgp_pyro.infer.dgp3d_train import session_videos
-    from dgp_pyro.infer.posterior3d import PosteriorModel3D, videos_posterior3d, write_posterior3d
+    from dgp_pyro.posterior.posterior3d import PosteriorModel3D, videos_posterior3d, write_posterior3d
+    from dgp_pyro.train.dgp3d import session_videos
 
     model = PosteriorModel3D.from_run(run_)
     channels = model.channels
@@ -105,8 +105,8 @@ def _predict_3d(run_, network, videos: list[Path], out: Path, args: argparse.Nam
         )  # fmt: skip
         paths = write_posterior3d(posterior, out, stem, run_.scorer, videos=channels.per_view(group))
         if args.nwb:
-            from dgp_pyro.data.nwb import write_nwb_3d
             from dgp_pyro.data.video import video_info
+            from dgp_pyro.export.nwb import write_nwb_3d
 
             fps = float(video_info(group[0])["fps"])
             paths.append(
@@ -119,9 +119,10 @@ def _predict_3d(run_, network, videos: list[Path], out: Path, args: argparse.Nam
 
 
 def run(args: argparse.Namespace) -> int:
-    from dgp_pyro.infer.posterior import video_posterior
-    from dgp_pyro.infer.predict import summaries_to_table, write_prediction_files
-    from dgp_pyro.run import MODELS_3D, load_run
+    from dgp_pyro.model.registry import MODELS_3D
+    from dgp_pyro.posterior.posterior2d import video_posterior
+    from dgp_pyro.posterior.predict import summaries_to_table, write_prediction_files
+    from dgp_pyro.run import load_run
 
     run_ = load_run(args.run)
     if args.batch_size < 1:
@@ -152,8 +153,8 @@ def run(args: argparse.Namespace) -> int:
         )
         paths = write_prediction_files(table, out, stem)
         if args.nwb:
-            from dgp_pyro.data.nwb import write_nwb_2d
             from dgp_pyro.data.video import video_info
+            from dgp_pyro.export.nwb import write_nwb_2d
 
             paths.append(
                 write_nwb_2d(out / f"{stem}.nwb", posterior, run_.config.keypoints, _skeleton_edges(run_),

@@ -1,9 +1,8 @@
 """``dgp-pyro train``: train a model on a project's labeled frames into a run folder.
 
-Which function trains which model is the one table :data:`TRAINERS` (model name ->
-``"module:function"``); the names offered by ``--model`` are :data:`dgp_pyro.run.MODELS`.
-Adding a model is one entry in each. Every trainer has the signature
-``trainer(config: RunConfig, out_dir, resume=False, progress=True) -> Run``.
+The names offered by ``--model`` are :data:`dgp_pyro.model.registry.MODELS`; which function
+trains each is :data:`dgp_pyro.train.registry.TRAINERS`, and :func:`dgp_pyro.posterior.fit.fit_run`
+trains and then calibrates the posterior.
 
 On ``--resume`` the run's saved settings are the defaults: options left out keep the run's
 values, and an option given with a different value is refused (the run would not be the
@@ -13,31 +12,13 @@ same run any more), except ``--device`` and ``--checkpoint-every``.
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
 from dgp_pyro.cli.options import add_model_option_argument, add_view_arguments, parse_size
 from dgp_pyro.errors import DGPError
-from dgp_pyro.run import CONFIG, MODELS, MODELS_3D, RunConfig, read_run_config
-
-#: Model name -> "module:function" of its trainer (imported only when used).
-TRAINERS: dict[str, str] = {
-    "supervised": "dgp_pyro.infer.supervised:train_supervised",
-    "temporal": "dgp_pyro.infer.dgp_train:train_dgp",
-    "skeletal": "dgp_pyro.infer.dgp_train:train_dgp",
-    "dgp": "dgp_pyro.infer.dgp_train:train_dgp",
-    **{model: "dgp_pyro.infer.dgp3d_train:train_dgp3d" for model in MODELS_3D},
-}
-
-
-def trainer_for(model: str):
-    """The training function of ``model`` (see :data:`TRAINERS`)."""
-    if model not in TRAINERS:
-        raise DGPError(
-            f"no trainer for model {model!r}", hint=f"models with a trainer: {', '.join(TRAINERS)}"
-        )
-    module, name = TRAINERS[model].split(":")
-    return getattr(importlib.import_module(module), name)
+from dgp_pyro.model.registry import MODELS, MODELS_3D
+from dgp_pyro.posterior.fit import fit_run
+from dgp_pyro.run import CONFIG, RunConfig, read_run_config
 
 
 def _holdout(text: str) -> float | str:
@@ -144,7 +125,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_model_option_argument(
         parser,
         help="a setting of the model's trainer, e.g. temporal_strength=2 or window=16 "
-        "(see dgp_pyro.infer.dgp_train.DEFAULT_OPTIONS)",
+        "(see dgp_pyro.train.dgp.DEFAULT_OPTIONS)",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
@@ -216,8 +197,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    trainer = trainer_for(config.model)
-    run_ = trainer(config, args.out, resume=args.resume, progress=not args.quiet)
+    run_ = fit_run(config, args.out, resume=args.resume, progress=not args.quiet)
     log = run_.read_loss_log()
     last = log[-1] if log else None
     if last is not None:

@@ -78,7 +78,7 @@ def video_frame_of_image(image_key: str, videos: list[Path]) -> tuple[Path, int]
 
 
 def to_training_pixels(points: np.ndarray, frame_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """Frame pixels -> training pixels (the inverse of the mapping in :mod:`dgp_pyro.infer.predict`)."""
+    """Frame pixels -> training pixels (the inverse of the mapping in :mod:`dgp_pyro.posterior.predict`)."""
     factor = np.array([frame_size[0] / size[0], frame_size[1] / size[1]])
     return (points + 0.5) / factor - 0.5
 

@@ -31,7 +31,7 @@ precision scales :math:`s_j` and offsets :math:`b_j`:
     \|y_{tj} - y^{\mathrm{label}}_{tj}\|^2\Big)
 
 Its precision is block tridiagonal in time, so sampling and its density cost O(T)
-(:mod:`dgp_pyro.infer.gaussian_chain`). The network's heatmaps are computed once per step
+(:mod:`dgp_pyro.ops.gaussian_chain`). The network's heatmaps are computed once per step
 outside the model and handed to both functions (``logits``), so the network runs once; the
 guide reads them detached, and the network learns only through the model's potentials.
 """
@@ -47,9 +47,9 @@ from jaxtyping import Bool, Float
 from pyro import poutine
 from torch import Tensor, nn
 
-from dgp_pyro.infer.gaussian_chain import BlockTridiagonalGaussian, build_chain_precision
 from dgp_pyro.model.potentials import PRIOR_RIDGE, NeuralPotential, keypoint_prior
 from dgp_pyro.nets import heatmap_loss, soft_argmax
+from dgp_pyro.ops.gaussian_chain import BlockTridiagonalGaussian, build_chain_precision
 
 #: The 2D model variants, each a set of switches of the same model function.
 VARIANTS = {

@@ -4,7 +4,7 @@ The latent keypoints of a window of :math:`T` synchronous frames are world point
 :math:`Y \in \mathbb{R}^{T \times J \times 3}` (units of the calibration, millimetres for the
 synthetic rig). Every view :math:`v` sees their projection :math:`\pi_v(Y)`, the calibrated
 pinhole camera with OpenCV lens distortion of the Anipose file
-(:func:`~dgp_pyro.data.cameras.project_torch`, here in the network's *training pixels*: the
+(:func:`~dgp_pyro.geometry.cameras.project_torch`, here in the network's *training pixels*: the
 resize from frame to training size is folded into the intrinsic matrix, :class:`ViewCameras`).
 
 Generative story of one training step (one network :math:`h_\theta` shared by every view):
@@ -34,7 +34,7 @@ vector; a ``pyro.factor`` since it is not quadratic) and ``supervised`` (no pote
 whole-video posterior of a supervised run uses).
 
 **The 3D guide** (:func:`dgp3d_guide`) is a Gaussian chain over :math:`Y`
-(:class:`~dgp_pyro.infer.gaussian_chain.BlockTridiagonalGaussian`, :math:`O(T)`). Its
+(:class:`~dgp_pyro.ops.gaussian_chain.BlockTridiagonalGaussian`, :math:`O(T)`). Its
 pseudo-observations come from the Gaussian form of every view's heatmap (soft-argmax mean
 :math:`\mu_v`, spread :math:`\Sigma_v`, peak confidence :math:`c_v`), per frame and keypoint
 (:func:`triangulation_observations`):
@@ -62,7 +62,7 @@ pseudo-observations come from the Gaussian form of every view's heatmap (soft-ar
 
 Labels in the window enter as more views with :math:`\Sigma = \sigma_{\mathrm{label}}^2 I`.
 These pseudo-observations, corrected by learned per-keypoint precision scales :math:`s_j` and
-offsets :math:`b_j` (world units), feed :func:`~dgp_pyro.infer.gaussian_chain.build_chain_precision`
+offsets :math:`b_j` (world units), feed :func:`~dgp_pyro.ops.gaussian_chain.build_chain_precision`
 with ``d = 3`` and the 3D weights; SVI fits the corrections. For ``dgp3d_bones`` the bone
 terms are linearised (Gauss-Newton, :math:`\|d\| \approx u^\top d`, :math:`u = d_0 / \|d_0\|`)
 at the chain mean without them, twice, which adds :math:`w_b u u^\top` couplings inside each
@@ -89,11 +89,11 @@ from jaxtyping import Bool, Float
 from pyro import poutine
 from torch import Tensor, nn
 
-from dgp_pyro.data.cameras import CameraGroup, rodrigues_torch, triangulate_torch, undistort_points_torch
-from dgp_pyro.infer.gaussian_chain import BlockTridiagonalGaussian, build_chain_precision
+from dgp_pyro.geometry.cameras import CameraGroup, rodrigues_torch, triangulate_torch, undistort_points_torch
 from dgp_pyro.model.dgp import LabeledBatch, PotentialWeights, labeled_heatmap_factor
 from dgp_pyro.model.potentials import PRIOR_RIDGE, keypoint_prior
 from dgp_pyro.nets import heatmap_potential, soft_argmax
+from dgp_pyro.ops.gaussian_chain import BlockTridiagonalGaussian, build_chain_precision
 
 __all__ = [
     "VARIANTS_3D",
@@ -189,7 +189,7 @@ class ViewCameras:
     """The V cameras as tensors, in the pixel frame the heatmaps live in.
 
     ``matrix (V, 3, 3)``, ``dist (V, 5)``, ``rvec (V, 3)``, ``tvec (V, 3)`` as in
-    :meth:`~dgp_pyro.data.cameras.CameraGroup.torch_params`. :meth:`from_group` with ``size``
+    :meth:`~dgp_pyro.geometry.cameras.CameraGroup.torch_params`. :meth:`from_group` with ``size``
     folds the resize of each view's frames (``frame_sizes``) to the training size into ``K``:
     a training pixel is :math:`x_t = (x_f + \tfrac12) W / W_0 - \tfrac12`, so
     :math:`f_x' = f_x W / W_0`, :math:`s' = s W / W_0`, :math:`c_x' = (c_x + \tfrac12) W / W_0 - \tfrac12`

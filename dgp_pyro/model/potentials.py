@@ -33,9 +33,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from dgp_pyro.infer.gaussian_chain import BlockTridiagonalGaussian, build_chain_precision
 from dgp_pyro.nets import heatmap_potential
 from dgp_pyro.nets.heatmaps import SoftArgmax
+from dgp_pyro.ops.gaussian_chain import BlockTridiagonalGaussian, build_chain_precision
 
 #: Ridge added to the prior precision: it only pins the otherwise free global translation
 #: (a prior standard deviation of about 30 000 pixels around the origin), so it never competes

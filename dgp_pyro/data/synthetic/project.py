@@ -87,7 +87,6 @@ import yaml
 from PIL import Image
 
 from dgp_pyro.atomic import atomic_path, atomic_write_text
-from dgp_pyro.data.cameras import Camera, CameraGroup
 from dgp_pyro.data.labels import LabelTable, write_labels
 from dgp_pyro.data.synthetic.animal import (
     ARENA,
@@ -100,6 +99,7 @@ from dgp_pyro.data.synthetic.animal import (
 from dgp_pyro.data.synthetic.render import iter_view, keypoint_visibility, make_cameras, make_scene
 from dgp_pyro.data.video import write_video
 from dgp_pyro.errors import DGPError
+from dgp_pyro.geometry.cameras import Camera, CameraGroup
 
 SCORER = "synthetic"
 #: Per-session arrays of ground_truth.npz (prefixed with ``<session>/`` when there are several).

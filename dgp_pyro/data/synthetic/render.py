@@ -166,9 +166,9 @@ def make_cameras(views: int = 3, size: tuple[int, int] = (160, 128), seed: int =
     of the frame as it can. Names are ``cam0, cam1, ...``; lenses have a mild distortion
     (:data:`DISTORTION`).
 
-    Returns a :class:`dgp_pyro.data.cameras.CameraGroup`.
+    Returns a :class:`dgp_pyro.geometry.cameras.CameraGroup`.
     """
-    from dgp_pyro.data.cameras import Camera, CameraGroup
+    from dgp_pyro.geometry.cameras import Camera, CameraGroup
 
     if views < 1:
         raise ValueError("views must be >= 1")

@@ -2,15 +2,15 @@ r"""Whole-session 3D posteriors of a trained run, and their files.
 
 After training, the posterior over every frame of a session is the 3D guide run over the whole
 sequence: every video of the session streams through the network once (one per view, or the
-one video holding every view in the suffix layout; :func:`~dgp_pyro.infer.predict.predict_video`,
+one video holding every view in the suffix layout; :func:`~dgp_pyro.posterior.predict.predict_video`,
 frame pixels), :class:`~dgp_pyro.model.dgp3d.ViewChannels` splits its channels into the views,
 the per-frame 3D pseudo-observations come from the robust, confidence-weighted,
 linearised triangulation of the views' soft-argmax summaries
 (:func:`~dgp_pyro.model.dgp3d.triangulation_observations`, with the run's learned corrections),
 and the exact Gaussian chain smoother combines them with the 3D temporal and skeletal
-potentials in :math:`O(T)` (:func:`~dgp_pyro.infer.gaussian_chain.smooth_keypoints`). For
+potentials in :math:`O(T)` (:func:`~dgp_pyro.ops.gaussian_chain.smooth_keypoints`). For
 ``dgp3d_bones`` the linearised bone terms couple the keypoints of a frame and the chain is
-solved with :class:`~dgp_pyro.infer.gaussian_chain.BlockTridiagonalGaussian`. For a
+solved with :class:`~dgp_pyro.ops.gaussian_chain.BlockTridiagonalGaussian`. For a
 ``supervised`` run (no potentials) the posterior of each frame is its own pseudo-observation:
 robust triangulation with a linearised uncertainty.
 
@@ -38,7 +38,7 @@ row per frame, a first column ``frame`` (the video frame number), then for every
 (``<kp>_x, _y, _z, _ncams, _score`` as in Anipose's tables). :func:`read_points3d` reads it back.
 
 Per view, a DeepLabCut prediction file ``<video stem>_<scorer>.h5`` / ``.csv``
-(:func:`~dgp_pyro.infer.predict.write_prediction_files`) of the reprojected posterior: ``x``,
+(:func:`~dgp_pyro.posterior.predict.write_prediction_files`) of the reprojected posterior: ``x``,
 ``y``, ``likelihood`` (the view's own heatmap peak probability: whether *this view* saw the
 keypoint), ``x_std``, ``y_std`` and the interval columns ``x_lo90``, ``x_hi90``, ...
 
@@ -61,34 +61,8 @@ import torch
 from jaxtyping import Float
 
 from dgp_pyro.atomic import atomic_path
-from dgp_pyro.data.cameras import CameraGroup
 from dgp_pyro.errors import DGPError
-from dgp_pyro.infer.dgp3d_train import (
-    check_frame_sizes,
-    load_calibration,
-    model_settings3d,
-    session_videos,
-    synchronous_videos,
-)
-from dgp_pyro.infer.gaussian_chain import smooth_keypoints
-from dgp_pyro.infer.posterior import (
-    DEFAULT_LEVELS,
-    KeypointPosterior,
-    calibration3d,
-    check_finite_posterior,
-    interval_coverage,
-    interval_scales,
-    interval_widening,
-    level_tag,
-    variance_scale,
-)
-from dgp_pyro.infer.predict import (
-    NetworkSummaries,
-    predict_video,
-    prediction_stem,
-    summaries_to_table,
-    write_prediction_files,
-)
+from dgp_pyro.geometry.cameras import CameraGroup
 from dgp_pyro.model.dgp3d import (
     GuideCorrection3D,
     Model3DSettings,
@@ -101,7 +75,33 @@ from dgp_pyro.model.dgp3d import (
     triangulation_observations,
 )
 from dgp_pyro.model.potentials import PRIOR_RIDGE
+from dgp_pyro.ops.gaussian_chain import smooth_keypoints
+from dgp_pyro.posterior.posterior2d import (
+    DEFAULT_LEVELS,
+    KeypointPosterior,
+    calibration3d,
+    check_finite_posterior,
+    interval_coverage,
+    interval_scales,
+    interval_widening,
+    level_tag,
+    variance_scale,
+)
+from dgp_pyro.posterior.predict import (
+    NetworkSummaries,
+    predict_video,
+    prediction_stem,
+    summaries_to_table,
+    write_prediction_files,
+)
 from dgp_pyro.run import Run
+from dgp_pyro.train.dgp3d import (
+    check_frame_sizes,
+    load_calibration,
+    model_settings3d,
+    session_videos,
+    synchronous_videos,
+)
 
 __all__ = [
     "Posterior3D",
@@ -373,8 +373,8 @@ class PosteriorModel3D:
 
         Args:
             mean, cov, confidence: the network's soft-argmax summaries ``(T, V, J, ...)`` (frames
-                first, unlike :meth:`~dgp_pyro.data.cameras.CameraGroup.triangulate`) in the
-                cameras' pixels, as :func:`~dgp_pyro.infer.predict.predict_video` gives them
+                first, unlike :meth:`~dgp_pyro.geometry.cameras.CameraGroup.triangulate`) in the
+                cameras' pixels, as :func:`~dgp_pyro.posterior.predict.predict_video` gives them
                 (not a 2D posterior: its spreads are already smoothed and recalibrated).
             frame_index: ``(T,)`` frame numbers (default ``0..T-1``).
             levels: credible levels.
@@ -539,7 +539,7 @@ def image_posteriors3d(
     other labeled image (e.g. a mirror project's ``labeled-data/img07.png``) gets the
     single-frame posterior of its labeled frame from every view's image of that frame (no
     temporal context, the skeleton only). Rows are in frame pixels, like
-    :func:`~dgp_pyro.infer.posterior.image_posteriors` of a 2D run.
+    :func:`~dgp_pyro.posterior.posterior2d.image_posteriors` of a 2D run.
 
     Raises:
         DGPError: a key that is neither a frame of a session video nor a labeled image of the
@@ -664,7 +664,7 @@ def _labeled_frame_posteriors(
     (folders layout) observes nothing.
     """
     from dgp_pyro.data.dataset import image_size
-    from dgp_pyro.infer.predict import predict_images
+    from dgp_pyro.posterior.predict import predict_images
 
     channels = model.channels
     wanted = []  # (frame, image, path)

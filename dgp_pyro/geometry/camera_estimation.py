@@ -3,7 +3,7 @@
 A mirror rig (one camera, one image holding a direct view and a mirror view), or any rig whose
 calibration was never recorded, still has labeled keypoints seen in two or more views. Those
 correspondences determine the cameras up to a similarity transform of the world;
-:func:`estimate_cameras` finds them and returns a :class:`~dgp_pyro.data.cameras.CameraGroup`
+:func:`estimate_cameras` finds them and returns a :class:`~dgp_pyro.geometry.cameras.CameraGroup`
 that is written as an ordinary Anipose TOML, so the 3D model uses it like a real calibration.
 
 Method
@@ -120,8 +120,8 @@ from jaxtyping import Float
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
-from dgp_pyro.data.cameras import Camera, CameraGroup
 from dgp_pyro.errors import DGPError
+from dgp_pyro.geometry.cameras import Camera, CameraGroup
 
 __all__ = [
     "CameraEstimate",

@@ -12,168 +12,30 @@ Layout of ``RUN/`` (every file written atomically)::
 The folder is model-agnostic: every trainer (``supervised`` here; the Deep Graph Pose
 variants elsewhere) writes the same files, keeps its own settings in
 ``RunConfig.model_options``, and every reader (prediction, evaluation) works from
-:func:`load_run` alone. Model names are listed once, in :data:`MODELS`.
+:func:`load_run` alone. Model names are listed once, in :data:`dgp_pyro.model.registry.MODELS`.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from dgp_pyro.atomic import atomic_path, atomic_write_json
-from dgp_pyro.data.augment import AugmentConfig
+from dgp_pyro.data.project import Project, load_project
 from dgp_pyro.errors import DGPError
+from dgp_pyro.nets.heatmap_net import HeatmapNet
+from dgp_pyro.run.checkpoint import check_keypoints, load_checkpoint
+from dgp_pyro.run.config import CONFIG, RunConfig, read_json, read_run_config
 
-if TYPE_CHECKING:  # pragma: no cover
-    from dgp_pyro.data.project import Project
-    from dgp_pyro.nets.heatmap_net import HeatmapNet
-
-#: The multi-view 3D models (latent world keypoints seen through calibrated cameras).
-MODELS_3D = ("dgp3d", "dgp3d_temporal", "dgp3d_skeletal", "dgp3d_bones")
-#: Every model a run can be trained with; ``dgp-pyro train --model`` offers exactly these.
-MODELS = ("supervised", "temporal", "skeletal", "dgp") + MODELS_3D
-
-CONFIG = "config.json"
 SPLIT = "split.json"
 LOSS_LOG = "loss.csv"
 CHECKPOINTS = "checkpoints"
 PREDICTIONS = "predictions"
 LOSS_COLUMNS = ("step", "loss", "lr", "seconds")
-
-#: ``RunConfig.absent_weight`` when not given. Measured on the synthetic benchmarks: in one view,
-#: empty maps for hidden parts cost their estimate (the network's guess of a part hidden under
-#: the body was 5.7 px RMSE, the potentials' 6.8 px); with three cameras, they let a hidden
-#: view drop out of the triangulation (supervised + DLT 7.81 -> 6.72 mm at 0.3, 6.79 at 0.1).
-DEFAULT_ABSENT_WEIGHT = {"2d": 0.0, "3d": 0.3}
-
-
-def default_absent_weight(model: str) -> float:
-    """The ``absent_weight`` a run of ``model`` trains with when none is given."""
-    return DEFAULT_ABSENT_WEIGHT["3d" if model in MODELS_3D else "2d"]
-
-
-#: Settings added after runs were first saved, with the value that reproduces how a run saved
-#: before them was trained (empty heatmaps for hidden parts did not exist: 0). A saved
-#: ``config.json`` without one reads as that value (:func:`read_run_config`), so ``--resume``
-#: continues an older run as it began instead of refusing it for a setting it never had.
-LEGACY_SETTINGS: dict[str, Any] = {"absent_weight": 0.0}
-#: The same for model options, by kind of model: the 2D guide's precision scales started at 1
-#: (not calibrated from the labels) and its corrections shared the network's optimizer group;
-#: the 3D windows trained the network.
-LEGACY_MODEL_OPTIONS: dict[str, dict[str, Any]] = {
-    "2d": {"calibrate_precision": False, "windows_train_network": True, "guide_lr": None},
-    "3d": {"windows_train_network": True},
-}
-
-#: Settings that may differ between a run and its ``--resume`` (they do not change the result).
-RESUME_MAY_CHANGE = frozenset({"device", "checkpoint_every", "keep_checkpoints"})
-
-
-@dataclass
-class RunConfig:
-    """Everything a run is trained with; saved as ``RUN/config.json``.
-
-    ``None`` for ``size``, ``sigma``, ``warmup_steps`` and ``absent_weight`` means "the default", which the
-    trainer resolves and writes back before the first step, so a saved config is complete.
-
-    Attributes:
-        project: absolute path of the project folder.
-        model: one of :data:`MODELS`.
-        views: the project's views used (``None``: all).
-        view_layout: how views are stored (``None``: detected).
-        backbone: torchvision ResNet name (``resnet18``, ``resnet50``, ...).
-        stride: output stride of the heatmaps (8 or 4, ...).
-        weights: initial backbone weights: ``None`` (from scratch), a torchvision enum name
-            (``IMAGENET1K_V1``) or a file.
-        offset_head: whether the network also predicts sub-pixel offsets.
-        size: training size ``[W, H]``, multiples of 32 (see :func:`dgp_pyro.data.augment.default_size`).
-        steps: number of optimizer steps.
-        batch_size: labeled images per step.
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay.
-        warmup_steps: linear warm-up from 0 to ``lr`` (default: 5 % of the steps, at most 200).
-        lr_schedule: ``"cosine"`` (decay to ``min_lr_factor * lr``) or ``"constant"``.
-        min_lr_factor: the final learning rate as a fraction of ``lr``.
-        clip_grad_norm: gradient clipping (L2 norm of each optimizer parameter group: the
-            network, and in the graphical models the guide apart); 0 disables.
-        sigma: width of the Gaussian target, pixels at training size (default: ``stride``).
-        absent_weight: weight of the loss that trains the heatmaps of keypoints missing from a
-            labeled image (hidden, or outside it) towards zero, as DeepLabCut does; 0 ignores them
-            (see :func:`dgp_pyro.nets.heatmap_loss`). Default (:data:`DEFAULT_ABSENT_WEIGHT`): 0
-            for the 2D models, whose only guess of a hidden part is the network's; 0.3 for the
-            3D models, where the other views place it.
-        seed: seeds the split, the initialisation, the batches and the augmentation.
-        holdout: a fraction of the labeled frames to hold out, or the absolute path of a JSON
-            split file (``{"test": [...], "train": [...]}``).
-        device: ``cpu`` or ``cuda``.
-        checkpoint_every: steps between checkpoints.
-        keep_checkpoints: how many ``step_N.pt`` snapshots to keep.
-        augment: :class:`~dgp_pyro.data.augment.AugmentConfig` as a dict.
-        keypoints: the network's keypoints (output channels), in order.
-        skeleton: the project's skeleton edges (pairs of keypoint names).
-        model_options: free settings of the model's own trainer (e.g. the DGP potentials).
-    """
-
-    project: str
-    model: str = "supervised"
-    views: list[str] | None = None
-    view_layout: str | None = None
-    backbone: str = "resnet50"
-    stride: int = 8
-    weights: str | None = None
-    offset_head: bool = False
-    size: list[int] | None = None
-    steps: int = 1000
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int | None = None
-    lr_schedule: str = "cosine"
-    min_lr_factor: float = 0.01
-    clip_grad_norm: float = 5.0
-    sigma: float | None = None
-    absent_weight: float | None = None
-    seed: int = 0
-    holdout: float | str = 0.1
-    device: str = "cpu"
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
-    augment: dict[str, Any] = field(default_factory=lambda: AugmentConfig().to_dict())
-    keypoints: list[str] = field(default_factory=list)
-    skeleton: list[list[str]] = field(default_factory=list)
-    model_options: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], path: Path | None = None) -> RunConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DGPError(
-                f"unknown run settings {unknown}", path, hint="was it written by a newer dgp-pyro?"
-            )
-        if "project" not in data:
-            raise DGPError("the run config names no project", path)
-        return cls(**data)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """``(W, H)``; only valid once the trainer has resolved the default size."""
-        if self.size is None:
-            raise DGPError("the run config has no training size yet (training never started)")
-        return int(self.size[0]), int(self.size[1])
-
-    def differences(self, other: RunConfig, ignore: frozenset[str] = RESUME_MAY_CHANGE) -> list[str]:
-        """Names of the settings that differ from ``other``, ignoring ``ignore``."""
-        a, b = self.to_dict(), other.to_dict()
-        return [name for name in a if name not in ignore and a[name] != b[name]]
 
 
 def scorer_name(model: str) -> str:
@@ -218,8 +80,6 @@ class Run:
 
     def project(self) -> Project:
         """Load the run's project (same views and layout) and check its keypoints match."""
-        from dgp_pyro.data.project import load_project
-
         root = Path(self.config.project)
         if not root.exists():
             raise DGPError(
@@ -239,8 +99,6 @@ class Run:
         self, path: str | Path | None = None, device: str | torch.device = "cpu"
     ) -> dict[str, Any]:
         """Load a checkpoint of this run (default ``last.pt``), checked against the config."""
-        from dgp_pyro.infer.checkpoint import check_keypoints, load_checkpoint
-
         path = self.last_checkpoint if path is None else Path(path)
         state = load_checkpoint(path, map_location=device)
         check_keypoints(state, list(self.config.keypoints), path, what="the run config")
@@ -272,8 +130,6 @@ def build_network(config: RunConfig, pretrained: bool = True, seed: int | None =
         pretrained: load ``config.weights`` (off when a checkpoint's weights follow anyway).
         seed: draw the random initialisation from this seed (global RNG untouched).
     """
-    from dgp_pyro.nets.heatmap_net import HeatmapNet
-
     return HeatmapNet(
         len(config.keypoints),
         backbone=config.backbone,
@@ -309,41 +165,8 @@ def load_run(path: str | Path) -> Run:
         )
     config = read_run_config(config_path)
     split_path = path / SPLIT
-    split = _read_json(split_path) if split_path.is_file() else {"train": [], "test": []}
+    split = read_json(split_path) if split_path.is_file() else {"train": [], "test": []}
     return Run(path=path, config=config, split={"train": list(split["train"]), "test": list(split["test"])})
-
-
-def read_run_config(path: str | Path) -> RunConfig:
-    """A saved ``config.json``, with the settings it predates at their legacy values.
-
-    A run saved before a setting or model option existed (:data:`LEGACY_SETTINGS`,
-    :data:`LEGACY_MODEL_OPTIONS`) was trained as that value says; reading it so lets ``--resume``
-    and ``predict`` treat the run as it was made. A config of a run that never started (no
-    model options resolved yet) is read as written.
-    """
-    path = Path(path)
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        raise DGPError("a run config must be a JSON object", path)
-    if data.get("size") is not None:  # resolved by a trainer, so written in full by some version
-        for name, value in LEGACY_SETTINGS.items():
-            data.setdefault(name, value)
-    options, model = data.get("model_options"), data.get("model")
-    if isinstance(options, dict) and options and model in MODELS and model != "supervised":
-        legacy = LEGACY_MODEL_OPTIONS["3d" if model in MODELS_3D else "2d"]
-        data["model_options"] = {**legacy, **options}
-    return RunConfig.from_dict(data, path)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise DGPError(f"cannot be read as JSON ({error})", path) from error
-
-
-def write_config(run_dir: Path, config: RunConfig) -> None:
-    atomic_write_json(Path(run_dir) / CONFIG, config.to_dict())
 
 
 def write_split(run_dir: Path, split: dict[str, list[str]]) -> None:

@@ -8,7 +8,7 @@ Layout
 ------
 
 :func:`write_nwb_2d` (one camera view, a
-:class:`~dgp_pyro.infer.posterior.KeypointPosterior`) writes::
+:class:`~dgp_pyro.posterior.posterior2d.KeypointPosterior`) writes::
 
     /general/devices/<view>                       Device: the camera of the view
     /acquisition/video_<view>                     ImageSeries, format "external": the source video
@@ -28,7 +28,7 @@ Layout
                                                   per level (tag 90 = level 0.9; the exact level is in
                                                   the series' ``comments``: ``credible_level=0.9``)
 
-:func:`write_nwb_3d` (a :class:`~dgp_pyro.infer.posterior3d.Posterior3D`) writes the same with
+:func:`write_nwb_3d` (a :class:`~dgp_pyro.posterior.posterior3d.Posterior3D`) writes the same with
 a ``MultiCameraPoseEstimation`` (ndx-pose's container for triangulated, world-space estimates)
 named ``MultiCameraPoseEstimation`` holding one (T, 3) x, y, z ``PoseEstimationSeries`` per
 keypoint, its spreads in ``MultiCameraPoseEstimation_spread`` (std (T, 3), cov (T, 3, 3), bounds
@@ -58,8 +58,8 @@ from dgp_pyro.atomic import atomic_path
 from dgp_pyro.errors import DGPError
 
 if TYPE_CHECKING:
-    from dgp_pyro.infer.posterior import KeypointPosterior
-    from dgp_pyro.infer.posterior3d import Posterior3D
+    from dgp_pyro.posterior.posterior2d import KeypointPosterior
+    from dgp_pyro.posterior.posterior3d import Posterior3D
 
 __all__ = ["write_nwb_2d", "write_nwb_3d", "read_nwb_posterior", "SPREAD_SUFFIX", "NWB_INSTALL_HINT"]
 
@@ -88,7 +88,7 @@ def _nwb(path: str | Path) -> tuple[Any, Any]:
 
 
 def _level_tag(level: float) -> str:
-    """``0.9 -> "90"``, ``0.975 -> "97.5"`` (as :func:`dgp_pyro.infer.posterior.level_tag`)."""
+    """``0.9 -> "90"``, ``0.975 -> "97.5"`` (as :func:`dgp_pyro.posterior.posterior2d.level_tag`)."""
     return f"{level * 100:g}"
 
 

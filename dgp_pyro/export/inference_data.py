@@ -29,7 +29,7 @@ A dense ``view`` *dimension* is not built because held-out images need not cover
 of a frame; select a view with ``idata.posterior.where(idata.posterior.view == "top", drop=True)``.
 
 **The draws** are drawn from each keypoint's Gaussian *marginal* posterior
-(:class:`~dgp_pyro.infer.posterior.KeypointPosterior`: the exact marginals of the fitted
+(:class:`~dgp_pyro.posterior.posterior2d.KeypointPosterior`: the exact marginals of the fitted
 structured guide, :math:`N(m_{tk}, \Sigma_{tk})`). Marginal draws ignore the correlation
 between frames (temporal potential) and between keypoints (skeletal potential): every
 per-keypoint summary, interval, and the pointwise log-likelihood are exact in distribution,
@@ -70,7 +70,7 @@ from scipy.special import logsumexp
 from dgp_pyro.errors import DGPError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dgp_pyro.infer.posterior import KeypointPosterior
+    from dgp_pyro.posterior.posterior2d import KeypointPosterior
     from dgp_pyro.run import Run
 
 __all__ = [
@@ -470,7 +470,7 @@ def posterior_inference_data(
     Raises:
         DGPError: no held-out images (trained without ``--holdout``) and none given.
     """
-    from dgp_pyro.infer.posterior import DEFAULT_LEVELS, image_posteriors, video_posterior
+    from dgp_pyro.posterior.posterior2d import DEFAULT_LEVELS, image_posteriors, video_posterior
 
     levels = tuple(DEFAULT_LEVELS if levels is None else levels)
     network = run.network(device) if network is None else network

@@ -2,12 +2,12 @@
 
 :func:`train_dgp3d` trains the 3D variants ``dgp3d``, ``dgp3d_temporal``, ``dgp3d_skeletal``
 and ``dgp3d_bones`` into a run folder that looks and resumes exactly like every other run
-(same config, split, ``loss.csv``, checkpoints; :mod:`dgp_pyro.infer.supervised`), plus
+(same config, split, ``loss.csv``, checkpoints; :mod:`dgp_pyro.train.supervised`), plus
 ``elbo.csv`` with the parts of the ELBO per step.
 
 The project must be multi-view, in either layout, with an Anipose ``calibration.toml`` (or
 ``--calibration FILE``, e.g. written by ``dgp-pyro calibrate``) whose camera names are the
-view names (:meth:`~dgp_pyro.data.cameras.CameraGroup.match_views`):
+view names (:meth:`~dgp_pyro.geometry.cameras.CameraGroup.match_views`):
 
 - *folders*: one video per camera and session (``videos/<session>_<view>.mp4``); the videos
   of a session must have the same number of frames (synchronised cameras);
@@ -67,21 +67,10 @@ from jaxtyping import Bool, Float, UInt8
 from torch import Tensor, nn
 
 from dgp_pyro.data.augment import resize_frames
-from dgp_pyro.data.cameras import CameraGroup, triangulate_torch
 from dgp_pyro.data.video import VideoReader, video_info
 from dgp_pyro.data.windows import to_training_pixels, video_frame_of_image
 from dgp_pyro.errors import DGPError
-from dgp_pyro.infer.dgp_train import (
-    check_option_values,
-    join_windows,
-    trace_elbo,
-    train_jointly,
-)
-from dgp_pyro.infer.supervised import (
-    build_network_seeded,
-    prepare_training,
-    seed_everything,
-)
+from dgp_pyro.geometry.cameras import CameraGroup, triangulate_torch
 from dgp_pyro.model.dgp import LabeledBatch
 from dgp_pyro.model.dgp3d import (
     DEFAULT_ROBUST,
@@ -97,8 +86,20 @@ from dgp_pyro.model.dgp3d import (
     triangulation_observations,
 )
 from dgp_pyro.model.potentials import default_skeletal_weights
+from dgp_pyro.model.registry import MODELS_3D
 from dgp_pyro.nets import normalize_images, soft_argmax
-from dgp_pyro.run import MODELS_3D, Run, RunConfig
+from dgp_pyro.run import Run, RunConfig
+from dgp_pyro.train.dgp import (
+    check_option_values,
+    join_windows,
+    trace_elbo,
+    train_jointly,
+)
+from dgp_pyro.train.supervised import (
+    build_network_seeded,
+    prepare_training,
+    seed_everything,
+)
 
 __all__ = [
     "DEFAULT_OPTIONS_3D",
@@ -686,7 +687,7 @@ def train_dgp3d(
     ``on_step(step, loss)`` is called after every step (tests, monitoring).
 
     Raises:
-        DGPError: besides :func:`~dgp_pyro.infer.supervised.prepare_training`'s checks, a
+        DGPError: besides :func:`~dgp_pyro.train.supervised.prepare_training`'s checks, a
             single-view project, a missing or mismatched calibration (camera names, frame
             sizes), videos of different lengths in a session, no window of video.
     """

@@ -2,7 +2,7 @@ r"""Keypoint posteriors of a trained run: over whole videos, windows of them, or
 
 After training, the posterior over every frame of a video is the structured guide run over
 the whole sequence (:func:`~dgp_pyro.model.dgp.guide_observations`, then the exact Gaussian
-chain smoother :func:`~dgp_pyro.infer.gaussian_chain.smooth_keypoints`): the network streams
+chain smoother :func:`~dgp_pyro.ops.gaussian_chain.smooth_keypoints`): the network streams
 the video in batches and leaves a Gaussian summary per frame and keypoint, and the smoother
 combines them with the temporal and skeletal potentials in :math:`O(T)` time and memory.
 
@@ -27,10 +27,6 @@ import torch
 from jaxtyping import Float
 
 from dgp_pyro.errors import DGPError
-from dgp_pyro.eval.calibration import interpolate_interval_scales
-from dgp_pyro.infer.dgp_train import DEFAULT_OPTIONS, model_settings
-from dgp_pyro.infer.gaussian_chain import smooth_keypoints
-from dgp_pyro.infer.predict import NetworkSummaries, predict_images, predict_video
 from dgp_pyro.model.dgp import (
     GuideCorrection,
     ModelSettings,
@@ -39,10 +35,15 @@ from dgp_pyro.model.dgp import (
     potential_arguments,
 )
 from dgp_pyro.model.potentials import PRIOR_RIDGE
-from dgp_pyro.run import MODELS_3D, Run
+from dgp_pyro.model.registry import MODELS_3D
+from dgp_pyro.ops.gaussian_chain import smooth_keypoints
+from dgp_pyro.posterior.interval_fit import interpolate_interval_scales
+from dgp_pyro.posterior.predict import NetworkSummaries, predict_images, predict_video
+from dgp_pyro.run import Run
+from dgp_pyro.train.dgp import DEFAULT_OPTIONS, model_settings
 
 if TYPE_CHECKING:  # posterior3d imports this module
-    from dgp_pyro.infer.posterior3d import Posterior3D
+    from dgp_pyro.posterior.posterior3d import Posterior3D
 
 #: Credible levels reported by default.
 DEFAULT_LEVELS = (0.5, 0.9, 0.95)
@@ -85,7 +86,7 @@ def out_of_sample_coverage(run: Run, space: str = "2d") -> dict[float, tuple[flo
     """Coverage per level of the run's recalibrated intervals, leaving one held-out frame out at a time.
 
     ``{level: (coverage, standard error)}`` from :func:`calibrate_posterior`
-    (:func:`~dgp_pyro.eval.calibration.leave_one_out_coverage`): of the 2D intervals against the
+    (:func:`~dgp_pyro.posterior.interval_fit.leave_one_out_coverage`): of the 2D intervals against the
     held-out labels (``space="2d"``; a 3D run's reprojected ones), or of a 3D run's 3D intervals
     against the held-out labels triangulated (``"3d"``). The standard error is None for runs
     calibrated before it was recorded (they also left one image out, not one frame); empty for
@@ -304,7 +305,7 @@ def image_posteriors(
     :func:`~dgp_pyro.data.windows.video_frame_of_image`) gets the posterior of its frame given
     ``context`` frames on each side, so the temporal potential is used at test time as in the
     product; an image without a video gets the single-frame posterior (skeleton only). A 3D run
-    gives the reprojection of its 3D posterior (:func:`~dgp_pyro.infer.posterior3d.image_posteriors3d`).
+    gives the reprojection of its 3D posterior (:func:`~dgp_pyro.posterior.posterior3d.image_posteriors3d`).
     """
     from dgp_pyro.data.dataset import image_size
     from dgp_pyro.data.video import video_info
@@ -312,7 +313,7 @@ def image_posteriors(
 
     network = run.network() if network is None else network
     if run.config.model in MODELS_3D:
-        from dgp_pyro.infer.posterior3d import image_posteriors3d
+        from dgp_pyro.posterior.posterior3d import image_posteriors3d
 
         return image_posteriors3d(run, image_keys, levels, network, context, calibrated)
     model = PosteriorModel.from_run(run, calibrated)
@@ -353,9 +354,9 @@ def calibrate_posterior(run: Run, levels: Sequence[float] = DEFAULT_LEVELS) -> d
     heatmap's bump, and a smoother treats frames as independent although a network's errors
     persist for many frames. So after training, the posterior intervals at the held-out labeled
     frames (in their video context, exactly as ``predict`` computes them) are matched to those
-    labels by one factor on all variances (:func:`~dgp_pyro.eval.calibration.fit_variance_scale`,
+    labels by one factor on all variances (:func:`~dgp_pyro.posterior.interval_fit.fit_variance_scale`,
     what the reported standard deviations and covariances carry) and by one factor per level on
-    the interval widths (split conformal, :func:`~dgp_pyro.eval.calibration.fit_interval_scales`,
+    the interval widths (split conformal, :func:`~dgp_pyro.posterior.interval_fit.fit_interval_scales`,
     since heavy-tailed errors need wider 95 % intervals than one Gaussian scale gives; other
     levels interpolate), written to ``RUN/posterior_calibration.json`` and used by every later
     posterior of the run. Means are unchanged. Returns ``None`` (and writes nothing) without held-out labels.
@@ -364,8 +365,8 @@ def calibrate_posterior(run: Run, levels: Sequence[float] = DEFAULT_LEVELS) -> d
     triangulated (:func:`_calibrate_3d`); the ones above serve its reprojected 2D intervals.
     """
     from dgp_pyro.atomic import atomic_write_json
-    from dgp_pyro.eval.arviz_export import held_out_images
-    from dgp_pyro.eval.calibration import (
+    from dgp_pyro.export.inference_data import held_out_images
+    from dgp_pyro.posterior.interval_fit import (
         coverage_curve,
         fit_interval_scales,
         fit_variance_scale,
@@ -377,7 +378,7 @@ def calibrate_posterior(run: Run, levels: Sequence[float] = DEFAULT_LEVELS) -> d
         return None
     in_3d = {}
     if run.config.model in MODELS_3D:
-        from dgp_pyro.infer.posterior3d import labeled_posteriors3d
+        from dgp_pyro.posterior.posterior3d import labeled_posteriors3d
 
         posterior, frames, mean_3d, std_3d = labeled_posteriors3d(run, held.keys, levels, calibrated=False)
         in_3d = _calibrate_3d(run, frames, mean_3d, std_3d, levels)
@@ -427,8 +428,12 @@ def _calibrate_3d(
     reprojection's error shape is not the 3D one. Triangulated labels carry the labeling noise,
     small against the posterior's spread for careful labels.
     """
-    from dgp_pyro.eval.calibration import fit_interval_scales, fit_variance_scale, leave_one_out_coverage
-    from dgp_pyro.infer.dgp3d_train import load_calibration, triangulate_labels
+    from dgp_pyro.posterior.interval_fit import (
+        fit_interval_scales,
+        fit_variance_scale,
+        leave_one_out_coverage,
+    )
+    from dgp_pyro.train.dgp3d import load_calibration, triangulate_labels
 
     project = run.project()
     group = load_calibration(project, run.config.model_options.get("calibration"))

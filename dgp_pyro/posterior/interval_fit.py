@@ -21,7 +21,7 @@ from jaxtyping import Float
 from scipy.stats import norm
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dgp_pyro.infer.posterior import KeypointPosterior
+    from dgp_pyro.posterior.posterior2d import KeypointPosterior
 
 __all__ = [
     "DEFAULT_CURVE_LEVELS",
@@ -58,7 +58,7 @@ def coverage_curve(
     """Coverage of equal-tailed Gaussian credible intervals at each level.
 
     Args:
-        posterior: a :class:`~dgp_pyro.infer.posterior.KeypointPosterior` (its marginal
+        posterior: a :class:`~dgp_pyro.posterior.posterior2d.KeypointPosterior` (its marginal
             mean and standard deviation are used) or a tuple ``(mean, std)`` of arrays shaped
             like ``truth``.
         truth: true coordinates, e.g. ``(T, K, 2)``; NaN = no truth.

@@ -2,7 +2,7 @@
 
 :func:`train_dgp` trains the variants ``temporal``, ``skeletal`` and ``dgp`` of
 :mod:`dgp_pyro.model.dgp` into a run folder that looks and resumes exactly like a supervised
-run (same config, split, loss log, checkpoints; :mod:`dgp_pyro.infer.supervised`).
+run (same config, split, loss log, checkpoints; :mod:`dgp_pyro.train.supervised`).
 
 Schedule (``RunConfig.model_options``, defaults in :data:`DEFAULT_OPTIONS`):
 
@@ -66,18 +66,6 @@ from dgp_pyro.atomic import atomic_path
 from dgp_pyro.data.augment import AugmentConfig, flip_permutation
 from dgp_pyro.data.windows import WindowPool, build_window_pool
 from dgp_pyro.errors import DGPError
-from dgp_pyro.infer.checkpoint import Checkpointer
-from dgp_pyro.infer.supervised import (
-    TrainingLog,
-    build_network_seeded,
-    finish_run,
-    make_optimizer,
-    make_scheduler,
-    prepare_training,
-    restore_training_state,
-    run_training_loop,
-    seed_everything,
-)
 from dgp_pyro.model.dgp import (
     GuideCorrection,
     LabeledBatch,
@@ -89,7 +77,18 @@ from dgp_pyro.model.dgp import (
 )
 from dgp_pyro.model.potentials import default_skeletal_weights, default_temporal_weights
 from dgp_pyro.nets import frozen_batch_norm, normalize_images, soft_argmax
-from dgp_pyro.run import Run, RunConfig
+from dgp_pyro.run import Run, RunConfig, load_run
+from dgp_pyro.run.checkpoint import Checkpointer
+from dgp_pyro.train.supervised import (
+    TrainingLog,
+    build_network_seeded,
+    make_optimizer,
+    make_scheduler,
+    prepare_training,
+    restore_training_state,
+    run_training_loop,
+    seed_everything,
+)
 
 #: Settings of the semi-supervised schedule (``--option NAME=VALUE`` on the command line).
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -287,7 +286,7 @@ def label_precision_scale(
     images (``(N, h, w, 3)`` uint8, labels ``(N, K, 2)`` in training pixels, NaN = missing),
     which the network has fitted, so the scale errs on the confident side; the posterior's
     variances are recalibrated on held-out labels after training
-    (:func:`~dgp_pyro.infer.posterior.calibrate_posterior`).
+    (:func:`~dgp_pyro.posterior.posterior2d.calibrate_posterior`).
     """
     was_training = network.training
     network.eval()
@@ -327,7 +326,7 @@ def train_dgp(
 ) -> Run:
     """Train a graphical-model variant (``temporal``, ``skeletal``, ``dgp``) into ``out_dir``.
 
-    Arguments as :func:`~dgp_pyro.infer.supervised.train_supervised`.
+    Arguments as :func:`~dgp_pyro.train.supervised.train_supervised`.
     """
     options = resolve_options(config)
     config.model_options = options
@@ -470,7 +469,7 @@ def train_jointly(
         on_save=lambda: write_elbo_rows(setup.run_dir / ELBO_LOG, elbo_rows, elbo_parts), on_parts=log_parts,
         progress=progress, on_step=on_step,
     )  # fmt: skip
-    return finish_run(setup.run_dir)
+    return load_run(setup.run_dir)
 
 
 def start_or_resume(

@@ -51,18 +51,11 @@ from torch import nn
 from dgp_pyro.data.augment import AugmentConfig, check_size, default_size, flip_permutation
 from dgp_pyro.data.dataset import LabeledImages, image_size, split_frames
 from dgp_pyro.errors import DGPError
-from dgp_pyro.infer.checkpoint import (
-    Checkpointer,
-    capture_rng_state,
-    check_keypoints,
-    load_checkpoint,
-    restore_rng_state,
-)
+from dgp_pyro.model.registry import default_absent_weight
 from dgp_pyro.run import (
     Run,
     RunConfig,
     build_network,
-    default_absent_weight,
     load_run,
     prepare_run_dir,
     read_loss_log,
@@ -70,6 +63,13 @@ from dgp_pyro.run import (
     write_config,
     write_loss_log,
     write_split,
+)
+from dgp_pyro.run.checkpoint import (
+    Checkpointer,
+    capture_rng_state,
+    check_keypoints,
+    load_checkpoint,
+    restore_rng_state,
 )
 
 __all__ = [
@@ -307,7 +307,7 @@ def training_state(
     data_generator: torch.Generator,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict of a run at ``step`` (see :mod:`dgp_pyro.infer.checkpoint`)."""
+    """The checkpoint dict of a run at ``step`` (see :mod:`dgp_pyro.run.checkpoint`)."""
     state = {
         "model": network.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -427,20 +427,7 @@ def train_supervised(
         setup, network, optimizer, scheduler, generator, checkpointer,
         log, step, seconds_before, compute_loss, progress=progress, on_step=on_step,
     )  # fmt: skip
-    return finish_run(setup.run_dir)
-
-
-def finish_run(run_dir: Path) -> Run:
-    """The trained run, its posterior variances recalibrated on its held-out labels (if any).
-
-    Every trainer ends here, so every run's intervals are fitted the same way
-    (:func:`~dgp_pyro.infer.posterior.calibrate_posterior`).
-    """
-    from dgp_pyro.infer.posterior import calibrate_posterior  # it imports the trainers
-
-    run = load_run(run_dir)
-    calibrate_posterior(run)
-    return run
+    return load_run(setup.run_dir)
 
 
 def run_training_loop(

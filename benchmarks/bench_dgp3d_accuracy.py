@@ -11,7 +11,7 @@ Every frame of the session is then scored against the ground truth ``points_3d``
 training never saw (world millimetres):
 
 - **(a) supervised + DLT**: the supervised network's soft-argmax in every view, triangulated by
-  confidence-weighted DLT (:meth:`~dgp_pyro.geometry.cameras.CameraGroup.triangulate`, weights =
+  confidence-weighted DLT (:meth:`~dgp_pyro.geometry.camera_group.CameraGroup.triangulate`, weights =
   heatmap peak probabilities);
 - **(b) supervised + smoothed DLT**: (a) smoothed in time by the exact Gaussian chain smoother
   of a local-level model per keypoint (a random walk seen with white noise), its two
@@ -91,7 +91,7 @@ def smoothed_triangulation(points: np.ndarray, weight: np.ndarray, levels=(0.5, 
     ``log p(y | q, r)`` (exact, from the chain smoother's mean and log-determinants); the
     posterior at that point gives the mean and the intervals.
     """
-    from dgp_pyro.ops.gaussian_chain import smooth_keypoints
+    from dgp_pyro.ops.keypoint_chain import smooth_keypoints
 
     T, J, _ = points.shape
     finite = np.isfinite(points).all(-1)
@@ -223,7 +223,7 @@ def calibration_sampling(
 ) -> dict:
     """How the 3D coverage depends on the frames the posterior was recalibrated on.
 
-    Emulates the 3D part of :func:`~dgp_pyro.posterior.posterior2d.calibrate_posterior` on ``draws``
+    Emulates the 3D part of :func:`~dgp_pyro.posterior.calibrate.calibrate_posterior` on ``draws``
     random sets of ``n`` of ``frames`` (for each ``n`` in ``sizes``): the uncalibrated 3D
     posterior (``mean``, ``std`` ``(T, J, 3)``) is fitted, by the product's own fits, to the true
     3D points where ``labeled`` ``(T, J)`` (seen by two views or more: what triangulated labels
@@ -331,15 +331,15 @@ def main(argv: list[str] | None = None) -> dict:
         args.steps = 200
     torch.set_num_threads(args.threads)
 
+    from dgp_pyro.data.sessions import session_videos
     from dgp_pyro.data.synthetic import write_synthetic_project
-    from dgp_pyro.export.inference_data import held_out_images
-    from dgp_pyro.geometry.cameras import CameraGroup
+    from dgp_pyro.geometry.camera_group import CameraGroup
     from dgp_pyro.paths import BUNDLED_PROJECT
     from dgp_pyro.posterior.fit import fit_run
+    from dgp_pyro.posterior.held_out import held_out_images
     from dgp_pyro.posterior.posterior3d import PosteriorModel3D
     from dgp_pyro.posterior.predict import predict_images, predict_video
     from dgp_pyro.run import RunConfig, load_run
-    from dgp_pyro.train.dgp3d import session_videos
 
     if args.project is not None:
         project = args.project.absolute()

@@ -4,7 +4,7 @@ One synthetic project (one view, ``--frames`` frames, 20 labeled training frames
 and the same network (resnet18), seed, labels and number of steps for every variant:
 ``supervised``, ``temporal``, ``skeletal``, ``dgp``. Each is trained on the 20 frames, its
 posterior variances are recalibrated on ``--calibration-labels`` more labeled frames held out
-from training (default 4; :func:`~dgp_pyro.posterior.posterior2d.calibrate_posterior`, what every run
+from training (default 4; :func:`~dgp_pyro.posterior.calibrate.calibrate_posterior`, what every run
 with ``--holdout`` does), its posterior is computed over the whole video, and scored on every
 UNLABELED frame (neither training nor calibration labels) against the true 2D keypoints: RMSE,
 median, PCK at 5 px, and the coverage of the 50 / 90 / 95 % credible intervals.
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     steps = args.steps or (150 if args.quick else 600)
     torch.set_num_threads(args.threads)
 
-    from dgp_pyro.cli.evaluate import PROJECT_TRUTH, evaluate_run
     from dgp_pyro.data.synthetic.project import write_synthetic_project
+    from dgp_pyro.eval.evaluate import PROJECT_TRUTH, evaluate_run
     from dgp_pyro.posterior.fit import fit_run
     from dgp_pyro.run import RunConfig
 

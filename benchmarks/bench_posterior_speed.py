@@ -74,7 +74,7 @@ def simulate(T: int, seed: int = 0):
 
 
 def run_once(T: int, repeats: int, workers: int | None, seed: int = 0) -> dict:
-    from dgp_pyro.ops.gaussian_chain import smooth_keypoints
+    from dgp_pyro.ops.keypoint_chain import smooth_keypoints
 
     truth, obs, precision, temporal, edges, skeletal = simulate(T, seed)
     args = (torch.from_numpy(obs), torch.from_numpy(precision), torch.from_numpy(temporal), edges)

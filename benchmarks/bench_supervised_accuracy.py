@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
     steps = args.steps or (200 if args.quick else 1000)
     torch.set_num_threads(args.threads)
 
-    from dgp_pyro.cli.evaluate import PROJECT_TRUTH, evaluate_run
     from dgp_pyro.data.synthetic.project import write_synthetic_project
+    from dgp_pyro.eval.evaluate import PROJECT_TRUTH, evaluate_run
     from dgp_pyro.eval.metrics import keypoint_errors, mean_pose_baseline, summarize_errors
     from dgp_pyro.posterior.fit import fit_run
     from dgp_pyro.run import RunConfig

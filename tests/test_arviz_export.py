@@ -19,7 +19,7 @@ from dgp_pyro.export.inference_data import (
     marginal_draws,
 )
 from dgp_pyro.posterior.interval_fit import DEFAULT_CURVE_LEVELS, calibration_note, coverage_curve
-from dgp_pyro.posterior.posterior2d import KeypointPosterior
+from dgp_pyro.posterior.marginals import KeypointPosterior
 
 # az.compare sorts with DataFrame.sort_values(inplace=True), deprecated in pandas 3: ArviZ's, not ours.
 PANDAS_INPLACE = "ignore:The inplace keyword:DeprecationWarning"

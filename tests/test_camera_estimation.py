@@ -10,10 +10,12 @@ import pytest
 
 from dgp_pyro.cli import calibrate as calibrate_cli
 from dgp_pyro.data.project import load_project
+from dgp_pyro.data.project_cameras import estimate_project_cameras
 from dgp_pyro.errors import DGPError
-from dgp_pyro.geometry import camera_estimation as ce
-from dgp_pyro.geometry.camera_estimation import CameraEstimate, estimate_cameras, estimate_project_cameras
-from dgp_pyro.geometry.cameras import Camera, CameraGroup
+from dgp_pyro.geometry import camera_rig
+from dgp_pyro.geometry.camera import Camera
+from dgp_pyro.geometry.camera_estimation import CameraEstimate, estimate_cameras
+from dgp_pyro.geometry.camera_group import CameraGroup
 
 SIZE = (1280, 1024)
 
@@ -117,7 +119,7 @@ def test_perspective_rig_recovered_up_to_similarity():
     fit_pts = est.points_3d[est.fit_frames].reshape(-1, 3)
     fit_pts = fit_pts[np.isfinite(fit_pts).all(1)]
     assert np.abs(fit_pts.mean(0)).max() < 1.0
-    assert abs(np.sqrt((fit_pts**2).sum(1).mean()) - ce.WORLD_RMS) < 1.0
+    assert abs(np.sqrt((fit_pts**2).sum(1).mean()) - camera_rig.WORLD_RMS) < 1.0
     # Principal point at the image centre, no distortion.
     for cam in est.cameras.cameras:
         np.testing.assert_allclose(cam.matrix[:2, 2], [(SIZE[0] - 1) / 2, (SIZE[1] - 1) / 2])
@@ -149,7 +151,7 @@ def test_affine_rig_far_away():
     assert est.heldout_reprojection_rmse_px < 1.0
     # The affine stand-in: pinhole cameras at distance D with f = s D, far beyond the scene.
     distance = est.cameras.metadata["affine_distance"]
-    assert distance >= ce.AFFINE_MIN_DISTANCE * ce.WORLD_RMS * 0.99
+    assert distance >= camera_rig.AFFINE_MIN_DISTANCE * camera_rig.WORLD_RMS * 0.99
     for cam in est.cameras.cameras:
         assert np.linalg.norm(cam.center()) > 0.99 * distance
     # The structure up to a similarity and a reflection (the Necker reversal of affine views;
@@ -194,7 +196,7 @@ def test_two_affine_views_note_the_angle_convention():
 def test_jacobian_matches_finite_differences():
     rng = np.random.default_rng(0)
     n_views, n_points = 3, 6
-    rig = ce._Rig(
+    rig = camera_rig.Rig(
         rvec=rng.normal(0, 1, (n_views, 3)),
         txy=rng.normal(0, 20, (n_views, 2)),
         logs=rng.normal(0, 0.3, n_views),
@@ -204,15 +206,15 @@ def test_jacobian_matches_finite_differences():
     pt = np.repeat(np.arange(n_points), n_views)
     cam = np.tile(np.arange(n_views), n_points)
     centres = rng.normal(300, 10, (n_views, 2))
-    obs = ce._Observations(pt, cam, np.zeros((len(pt), 2)), n_points, n_views, centres)
-    _, d_cam, d_x = ce._project_rig(obs, rig, jac=True)
+    obs = camera_rig.Observations(pt, cam, np.zeros((len(pt), 2)), n_points, n_views, centres)
+    _, d_cam, d_x = camera_rig.project_rig(obs, rig, jac=True)
     h = 1e-6
 
     def numeric(attr, index):
         plus, minus = rig.copy(), rig.copy()
         getattr(plus, attr)[index] += h
         getattr(minus, attr)[index] -= h
-        return (ce._project_rig(obs, plus) - ce._project_rig(obs, minus)) / (2 * h)
+        return (camera_rig.project_rig(obs, plus) - camera_rig.project_rig(obs, minus)) / (2 * h)
 
     for v in range(n_views):
         m = cam == v

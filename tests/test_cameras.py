@@ -11,14 +11,10 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from dgp_pyro.errors import DGPError
-from dgp_pyro.geometry.cameras import (
-    Camera,
-    CameraGroup,
-    project_torch,
-    rodrigues_torch,
-    triangulate_torch,
-    undistort_points_torch,
-)
+from dgp_pyro.geometry.camera import Camera
+from dgp_pyro.geometry.camera_group import CameraGroup
+from dgp_pyro.geometry.projection import project_torch, rodrigues_torch, undistort_points_torch
+from dgp_pyro.geometry.triangulation import triangulate_torch
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -16,6 +16,7 @@ from dgp_pyro.data.predictions import PredictionTable, write_predictions
 from dgp_pyro.data.project import load_project
 from dgp_pyro.data.synthetic import write_synthetic_project
 from dgp_pyro.errors import DGPError
+from dgp_pyro.eval.compare import elbo_per_frame, match_image_keys
 from dgp_pyro.posterior.fit import fit_run
 from dgp_pyro.run import RunConfig, load_run
 
@@ -230,14 +231,14 @@ def test_match_image_keys():
         "/abs/proj/labeled-data/s0/img001.png",
         "other/img009.png",
     ]
-    assert compare.match_image_keys(truth, pred) == [1, None, 0]
+    assert match_image_keys(truth, pred) == [1, None, 0]
 
 
 def test_elbo_per_frame(tmp_path):
-    assert compare.elbo_per_frame(tmp_path) is None
+    assert elbo_per_frame(tmp_path) is None
     rows = ["step,loss"] + [f"{i},{float(i)}" for i in range(1, 31)]
     (tmp_path / "elbo.csv").write_text("\n".join(rows) + "\n")
-    assert compare.elbo_per_frame(tmp_path) == pytest.approx(-29.0)  # mean of -28, -29, -30
+    assert elbo_per_frame(tmp_path) == pytest.approx(-29.0)  # mean of -28, -29, -30
 
 
 def test_posterior_inference_data_of_a_run(runs):

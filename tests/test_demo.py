@@ -11,8 +11,8 @@ import numpy as np
 from dgp_pyro.cli.main import main
 from dgp_pyro.data.synthetic import write_synthetic_project
 from dgp_pyro.data.video import VideoReader, write_video
-from dgp_pyro.geometry.cameras import CameraGroup
-from dgp_pyro.posterior.posterior3d import read_points3d
+from dgp_pyro.geometry.camera_group import CameraGroup
+from dgp_pyro.posterior.files3d import read_points3d
 
 
 def test_demo_trains_every_model_and_writes_the_report(tmp_path):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from dgp_pyro.data.sessions import load_calibration, session_videos
 from dgp_pyro.data.synthetic import (
     KEYPOINTS,
     SKELETON_INDEX,
@@ -24,30 +25,26 @@ from dgp_pyro.data.synthetic import (
     write_synthetic_project,
 )
 from dgp_pyro.errors import DGPError
-from dgp_pyro.geometry.cameras import CameraGroup
+from dgp_pyro.geometry.camera_group import CameraGroup
 from dgp_pyro.model.dgp import LabeledBatch
 from dgp_pyro.model.dgp3d import (
-    DEFAULT_ROBUST,
-    GuideCorrection3D,
     Model3DSettings,
     PotentialWeights3D,
-    ViewCameras,
     ViewWindowBatch,
     guide3d_from_observations,
-    triangulation_observations,
 )
 from dgp_pyro.model.potentials import PRIOR_RIDGE, default_skeletal_weights, default_temporal_weights
+from dgp_pyro.model.pseudo_observations3d import DEFAULT_ROBUST, triangulation_observations
 from dgp_pyro.model.registry import DEFAULT_ABSENT_WEIGHT
+from dgp_pyro.model.structured_guide import GuideCorrection3D
+from dgp_pyro.model.views3d import ViewCameras
 from dgp_pyro.nets import heatmap_grid, soft_argmax
+from dgp_pyro.posterior.files3d import predict_run3d, read_points3d
 from dgp_pyro.posterior.fit import fit_run
-from dgp_pyro.posterior.posterior3d import (
-    PosteriorModel3D,
-    interval_coverage3d,
-    predict_run3d,
-    read_points3d,
-)
+from dgp_pyro.posterior.marginals import interval_coverage3d
+from dgp_pyro.posterior.posterior3d import PosteriorModel3D
 from dgp_pyro.run import RunConfig, load_run
-from dgp_pyro.train.dgp3d import elbo_loss3d, load_calibration, session_videos
+from dgp_pyro.train.dgp3d import elbo_loss3d
 
 EDGES = [(int(i), int(j)) for i, j in SKELETON_INDEX]
 STRIDE = 4
@@ -450,19 +447,19 @@ def test_videos_of_different_frame_rates_in_a_session(project3, tmp_path):
 
 
 def test_model_options_out_of_range_are_refused(project3):
-    from dgp_pyro.train.dgp3d import resolve_options3d
+    from dgp_pyro.model.options import resolve_options
 
-    assert resolve_options3d(tiny_config(project3, model_options={"robust": None}))["robust"] is None
+    assert resolve_options(tiny_config(project3, model_options={"robust": None}))["robust"] is None
     bad = [("bone_sigma_floor", 0.0), ("robust", -1.0), ("skeletal_strength", 0), ("guide_lr", "x")]
     for option, value in bad:
         with pytest.raises(DGPError, match=f"{option}.* must be"):
-            resolve_options3d(tiny_config(project3, model_options={option: value}))
+            resolve_options(tiny_config(project3, model_options={option: value}))
 
 
 def test_videos_must_have_the_calibrated_frame_size(project3):
     from dgp_pyro.data.project import load_project
-    from dgp_pyro.geometry.cameras import Camera
-    from dgp_pyro.train.dgp3d import check_frame_sizes
+    from dgp_pyro.data.sessions import check_frame_sizes
+    from dgp_pyro.geometry.camera import Camera
 
     sessions = session_videos(load_project(project3))
     group = CameraGroup.from_toml(project3 / "calibration.toml")
@@ -475,7 +472,7 @@ def test_videos_must_have_the_calibrated_frame_size(project3):
 
 
 def test_degenerate_cameras_are_refused(project3, tmp_path):
-    from dgp_pyro.geometry.cameras import Camera
+    from dgp_pyro.geometry.camera import Camera
 
     group = CameraGroup.from_toml(project3 / "calibration.toml")
     first = group.cameras[0]
@@ -533,7 +530,7 @@ def test_command_line_train_predict_evaluate_3d(project3, tmp_path, capsys):
     assert "--calibration is for the 3D models" in capsys.readouterr().err
     # the NWB file of the 3D posterior holds exactly what the 3D table holds
     pytest.importorskip("pynwb")
-    from dgp_pyro.export.nwb import read_nwb_posterior
+    from dgp_pyro.export.nwb_read import read_nwb_posterior
 
     nwb = read_nwb_posterior(tmp_path / "pred" / "session0_cam0_DGPpyro_dgp3d_3d.nwb")
     np.testing.assert_array_equal(nwb["mean"], table["mean"])

@@ -2,7 +2,7 @@
 
 A synthetic mirror rig (two cameras of the synthetic animal rendered side by side in one frame,
 its calibration in the pixels of the whole frame), the adapter that splits one frame's network
-channels into views (:class:`~dgp_pyro.model.dgp3d.ViewChannels`), a tiny ``dgp3d`` run on it
+channels into views (:class:`~dgp_pyro.model.views3d.ViewChannels`), a tiny ``dgp3d`` run on it
 (train, predict, evaluate), the real mirror mouse with cameras from ``dgp-pyro calibrate``, and
 calibrations that do not fit the views. Tiny sizes and a handful of steps throughout.
 """
@@ -18,6 +18,7 @@ import torch
 
 from dgp_pyro.cli.main import main
 from dgp_pyro.data.project import load_project
+from dgp_pyro.data.sessions import check_frame_sizes, load_calibration, session_videos
 from dgp_pyro.data.synthetic import (
     KEYPOINTS,
     SKELETON_INDEX,
@@ -27,21 +28,22 @@ from dgp_pyro.data.synthetic import (
 )
 from dgp_pyro.data.synthetic.project import side_by_side_cameras
 from dgp_pyro.errors import DGPError
-from dgp_pyro.geometry.cameras import Camera, CameraGroup
+from dgp_pyro.geometry.camera import Camera
+from dgp_pyro.geometry.camera_group import CameraGroup
 from dgp_pyro.model.dgp3d import (
-    GuideCorrection3D,
     Model3DSettings,
     PotentialWeights3D,
-    ViewCameras,
-    ViewChannels,
     ViewWindowBatch,
     window_observations,
 )
+from dgp_pyro.model.structured_guide import GuideCorrection3D
+from dgp_pyro.model.views3d import ViewCameras, ViewChannels
 from dgp_pyro.nets import heatmap_grid, soft_argmax
+from dgp_pyro.posterior.files3d import read_points3d
 from dgp_pyro.posterior.fit import fit_run
-from dgp_pyro.posterior.posterior3d import PosteriorModel3D, read_points3d, session_posterior3d
+from dgp_pyro.posterior.posterior3d import PosteriorModel3D, session_posterior3d
 from dgp_pyro.run import RunConfig, load_run
-from dgp_pyro.train.dgp3d import check_frame_sizes, elbo_loss3d, load_calibration, session_videos
+from dgp_pyro.train.dgp3d import elbo_loss3d
 from dgp_pyro.train.supervised import build_network_seeded
 
 VIEW = (64, 64)  # each view's image; the mirror frame holds two side by side

@@ -7,21 +7,21 @@ import pytest
 import torch
 
 from dgp_pyro.model.dgp import (
-    GuideCorrection,
     LabeledBatch,
     ModelSettings,
-    PotentialWeights,
     WindowBatch,
     guide_from_summaries,
 )
 from dgp_pyro.model.potentials import (
     PRIOR_RIDGE,
+    PotentialWeights,
     SkeletalPotential,
     TemporalPotential,
     default_skeletal_weights,
     default_temporal_weights,
     keypoint_prior,
 )
+from dgp_pyro.model.structured_guide import GuideCorrection
 from dgp_pyro.nets import heatmap_loss
 from dgp_pyro.train.dgp import elbo_loss
 

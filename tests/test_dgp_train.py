@@ -15,12 +15,15 @@ from scipy.stats import norm
 from dgp_pyro.cli.main import main
 from dgp_pyro.data.predictions import read_predictions
 from dgp_pyro.errors import DGPError
-from dgp_pyro.model.dgp import GuideCorrection, ModelSettings, PotentialWeights
+from dgp_pyro.model.dgp import ModelSettings
+from dgp_pyro.model.potentials import PotentialWeights
+from dgp_pyro.model.structured_guide import GuideCorrection
 from dgp_pyro.posterior.fit import fit_run
-from dgp_pyro.posterior.posterior2d import PosteriorModel, interval_coverage
+from dgp_pyro.posterior.marginals import interval_coverage
+from dgp_pyro.posterior.posterior2d import PosteriorModel
 from dgp_pyro.posterior.predict import NetworkSummaries
 from dgp_pyro.run import RunConfig
-from dgp_pyro.train.dgp import ELBO_LOG
+from dgp_pyro.train.joint import ELBO_LOG
 
 OPTIONS = {"window": 4, "windows_per_step": 1, "random_windows": 6, "dgp_start": 0.25}
 
@@ -162,7 +165,7 @@ def test_option_out_of_range_is_refused_before_training(project, tmp_path, optio
 
 def test_guide_lr_gives_the_guide_a_group_of_its_own(project, tmp_path):
     """``guide_lr`` null: one optimizer group; a number: the guide apart, at that lr, no decay."""
-    from dgp_pyro.train.dgp import joint_optimizer
+    from dgp_pyro.train.joint import joint_optimizer
 
     network, guide = torch.nn.Linear(2, 2), [torch.nn.Parameter(torch.zeros(3))]
     config = tiny(project)
@@ -383,8 +386,9 @@ def test_leave_one_frame_out_reports_how_unsure_few_frames_are():
 
 
 def test_training_with_held_out_labels_recalibrates_the_posterior(dgp_run):
-    from dgp_pyro.export.inference_data import held_out_images
-    from dgp_pyro.posterior.posterior2d import POSTERIOR_CALIBRATION, image_posteriors
+    from dgp_pyro.posterior.calibration_file import POSTERIOR_CALIBRATION
+    from dgp_pyro.posterior.held_out import held_out_images
+    from dgp_pyro.posterior.posterior2d import image_posteriors
     from dgp_pyro.run import load_run
 
     info = json.loads((dgp_run / POSTERIOR_CALIBRATION).read_text())

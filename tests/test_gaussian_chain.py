@@ -13,16 +13,11 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 from torch.overrides import TorchFunctionMode
 
-import dgp_pyro.ops.gaussian_chain as gc
-from dgp_pyro.ops.gaussian_chain import (
-    BlockTridiagonalGaussian,
-    build_chain_precision,
-    chain_entropy,
-    chain_log_prob,
-    chain_posterior,
-    chain_sample,
-    smooth_keypoints,
-)
+import dgp_pyro.ops.chain_factor as chain_factor
+from dgp_pyro.ops.block_tridiagonal import BlockTridiagonalGaussian
+from dgp_pyro.ops.cyclic_reduction import _keypoint_blocks
+from dgp_pyro.ops.gaussian_chain import chain_entropy, chain_log_prob, chain_posterior, chain_sample
+from dgp_pyro.ops.keypoint_chain import build_chain_precision, smooth_keypoints
 
 DTYPE = torch.float64
 
@@ -110,8 +105,8 @@ def test_chunked_factorisation_matches_dense(T, chunk, group, diagonal):
     D = 4
     A, B, h = random_chain(T, D, batch=(2,), diagonal=diagonal, seed=T)
     _, Sigma, mean, cov, cross, log_det = dense_answer(A, B, h, diagonal)
-    factor = gc._ChunkedChainFactor(
-        gc._TensorSource(A, B, h, diagonal), keep_root=True, chunk=chunk, group=group
+    factor = chain_factor._ChunkedChainFactor(
+        chain_factor._TensorSource(A, B, h, diagonal), keep_root=True, chunk=chunk, group=group
     )
     S, X = factor.marginals(cross=True)
     torch.testing.assert_close(factor.mean, mean, rtol=1e-9, atol=1e-10)
@@ -119,7 +114,7 @@ def test_chunked_factorisation_matches_dense(T, chunk, group, diagonal):
     torch.testing.assert_close(X, cross, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(factor.log_det, log_det, rtol=1e-10, atol=1e-9)
     blocks, _ = factor.marginals(cross=False, block=2)
-    torch.testing.assert_close(blocks, gc._keypoint_blocks(cov, 2, 2), rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(blocks, _keypoint_blocks(cov, 2, 2), rtol=1e-9, atol=1e-10)
     # the noise-to-sample map, read off with unit noise vectors, is a square root of Sigma
     root = _noise_map(factor, T, D, batch=2)
     torch.testing.assert_close(root @ root.mT, Sigma, rtol=1e-9, atol=1e-10)
@@ -132,12 +127,12 @@ def _noise_map(factor, T, D, batch):
 
 
 def test_public_routines_take_the_chunked_path(monkeypatch):
-    monkeypatch.setattr(gc, "CHUNKED_ABOVE", 8)
-    monkeypatch.setattr(gc, "CHUNK_FRAMES", 4)
-    monkeypatch.setattr(gc, "GROUP_FRAMES", 8)
+    monkeypatch.setattr(chain_factor, "CHUNKED_ABOVE", 8)
+    monkeypatch.setattr(chain_factor, "CHUNK_FRAMES", 4)
+    monkeypatch.setattr(chain_factor, "GROUP_FRAMES", 8)
     T, D = 29, 3
     A, B, h = random_chain(T, D, diagonal=True, seed=3)
-    assert isinstance(gc._factorize(A, B, h), gc._ChunkedChainFactor)
+    assert isinstance(chain_factor._factorize(A, B, h), chain_factor._ChunkedChainFactor)
     Lam, _, mean, cov, cross, log_det = dense_answer(A, B, h, diagonal=True)
     out = chain_posterior(A, B, h)
     torch.testing.assert_close(out.mean, mean, rtol=1e-9, atol=1e-10)
@@ -194,7 +189,7 @@ def test_not_positive_definite_is_an_error():
 def test_noise_map_is_an_exact_square_root(T, D, diagonal):
     A, B, h = random_chain(T, D, batch=(2,), diagonal=diagonal, seed=2 * T + D)
     _, Sigma, *_ = dense_answer(A, B, h, diagonal)
-    factor = gc._factorize(A, B, h)
+    factor = chain_factor._factorize(A, B, h)
     root = _noise_map(factor, T, D, batch=2)
     torch.testing.assert_close(root @ root.mT, Sigma, rtol=1e-9, atol=1e-11)
 
@@ -419,11 +414,11 @@ def test_smooth_keypoints_matches_the_dense_posterior(monkeypatch):
     obs, precision, mask, temporal, edges, skeletal = keypoint_problem(T, J, d, seed=5)
     A, B, h = build_chain_precision(obs, precision, temporal, edges, skeletal, obs_mask=mask)
     _, _, mean, cov, _, log_det = dense_answer(A, B, h)
-    blocks = gc._keypoint_blocks(cov, J, d)
+    blocks = _keypoint_blocks(cov, J, d)
     results = [smooth_keypoints(obs, precision, temporal, edges, skeletal, obs_mask=mask)]
-    monkeypatch.setattr(gc, "CHUNKED_ABOVE", 16)
-    monkeypatch.setattr(gc, "CHUNK_FRAMES", 4)
-    monkeypatch.setattr(gc, "GROUP_FRAMES", 16)
+    monkeypatch.setattr(chain_factor, "CHUNKED_ABOVE", 16)
+    monkeypatch.setattr(chain_factor, "CHUNK_FRAMES", 4)
+    monkeypatch.setattr(chain_factor, "GROUP_FRAMES", 16)
     results.append(smooth_keypoints(obs, precision, temporal, edges, skeletal, obs_mask=mask))
     for out in results:
         torch.testing.assert_close(out["mean"], mean.reshape(T, J, d), rtol=1e-9, atol=1e-9)
@@ -443,9 +438,9 @@ def test_smooth_keypoints_matches_the_dense_posterior(monkeypatch):
 def test_smooth_keypoints_decoupled_chains_match_dense(skeleton, axis_aligned, chunked, monkeypatch):
     """Without a skeleton, or with axis-aligned precisions, the chain splits into smaller exact ones."""
     if chunked:
-        monkeypatch.setattr(gc, "CHUNKED_ABOVE", 8)
-        monkeypatch.setattr(gc, "CHUNK_FRAMES", 4)
-        monkeypatch.setattr(gc, "GROUP_FRAMES", 8)
+        monkeypatch.setattr(chain_factor, "CHUNKED_ABOVE", 8)
+        monkeypatch.setattr(chain_factor, "CHUNK_FRAMES", 4)
+        monkeypatch.setattr(chain_factor, "GROUP_FRAMES", 8)
     T, J, d = 23, 3, 2
     obs, precision, mask, temporal, edges, skeletal = keypoint_problem(T, J, d, seed=8)
     if axis_aligned:
@@ -456,7 +451,7 @@ def test_smooth_keypoints_decoupled_chains_match_dense(skeleton, axis_aligned, c
     _, _, mean, cov, _, log_det = dense_answer(A, B, h)
     out = smooth_keypoints(obs, precision, temporal, edges, skeletal, obs_mask=mask)
     torch.testing.assert_close(out["mean"], mean.reshape(T, J, d), rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(out["cov"], gc._keypoint_blocks(cov, J, d), rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(out["cov"], _keypoint_blocks(cov, J, d), rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(out["log_det"], log_det, rtol=1e-10, atol=1e-8)
 
 
@@ -466,9 +461,9 @@ def test_smooth_keypoints_gradients_flow_through_the_chunked_path(monkeypatch):
     grads = []
     for chunked in (False, True):
         if chunked:
-            monkeypatch.setattr(gc, "CHUNKED_ABOVE", 8)
-            monkeypatch.setattr(gc, "CHUNK_FRAMES", 4)
-            monkeypatch.setattr(gc, "GROUP_FRAMES", 8)
+            monkeypatch.setattr(chain_factor, "CHUNKED_ABOVE", 8)
+            monkeypatch.setattr(chain_factor, "CHUNK_FRAMES", 4)
+            monkeypatch.setattr(chain_factor, "GROUP_FRAMES", 8)
         o, w = obs.clone().requires_grad_(), temporal.clone().requires_grad_()
         out = smooth_keypoints(o, precision, w, edges, skeletal, obs_mask=mask)
         loss = out["mean"].pow(2).sum() + out["std"].sum() + out["log_det"]

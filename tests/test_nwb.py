@@ -12,8 +12,9 @@ pynwb = pytest.importorskip("pynwb")
 pytest.importorskip("ndx_pose")
 
 from dgp_pyro.errors import DGPError  # noqa: E402
-from dgp_pyro.export.nwb import read_nwb_posterior, write_nwb_2d, write_nwb_3d  # noqa: E402
-from dgp_pyro.posterior.posterior2d import KeypointPosterior  # noqa: E402
+from dgp_pyro.export.nwb import write_nwb_2d, write_nwb_3d  # noqa: E402
+from dgp_pyro.export.nwb_read import read_nwb_posterior  # noqa: E402
+from dgp_pyro.posterior.marginals import KeypointPosterior  # noqa: E402
 
 KEYPOINTS = ["nose", "ear_l", "ear_r", "tail"]
 EDGES = [(0, 1), (0, 2), (1, 2), (0, 3)]
@@ -181,7 +182,7 @@ def test_without_pynwb_the_error_says_how_to_install(tmp_path: Path, monkeypatch
 
 
 def _posterior3d(rng: np.random.Generator, t: int = 50):
-    posterior3d = pytest.importorskip("dgp_pyro.posterior.posterior3d")
+    marginals = pytest.importorskip("dgp_pyro.posterior.marginals")
     j, v = len(KEYPOINTS), 2
     mean = rng.normal(size=(t, j, 3)) * 50
     cov = _cov(rng, (t, j), 3)
@@ -189,7 +190,7 @@ def _posterior3d(rng: np.random.Generator, t: int = 50):
     mean[11], cov[11] = np.nan, np.nan
     std = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
     try:
-        post = posterior3d.Posterior3D(
+        post = marginals.Posterior3D(
             keypoints=list(KEYPOINTS),
             views=["left", "right"],
             frame_index=np.arange(t) + 20,

@@ -236,7 +236,7 @@ def test_cli_predict_writes_deeplabcut_files(synth, video, tmp_path):
     assert code == 0, stderr
     assert (run_dir / "predictions" / "session0_DGPpyro_supervised.h5").is_file()
     if importlib.util.find_spec("pynwb") and importlib.util.find_spec("ndx_pose"):
-        from dgp_pyro.export.nwb import read_nwb_posterior
+        from dgp_pyro.export.nwb_read import read_nwb_posterior
 
         nwb = read_nwb_posterior(run_dir / "predictions" / "session0_DGPpyro_supervised.nwb")
         same = read_predictions(run_dir / "predictions" / "session0_DGPpyro_supervised.h5")

@@ -25,10 +25,11 @@ from dgp_pyro.data.synthetic import (
     simulate_motion,
     write_synthetic_project,
 )
-from dgp_pyro.data.synthetic.render import KEYPOINT_PARTS, PART_COLOURS, pixel_rays
+from dgp_pyro.data.synthetic.body import KEYPOINT_PARTS, PART_COLOURS
+from dgp_pyro.data.synthetic.camera_rays import pixel_rays
 from dgp_pyro.data.video import VideoReader
 from dgp_pyro.errors import DGPError
-from dgp_pyro.geometry.cameras import CameraGroup
+from dgp_pyro.geometry.camera_group import CameraGroup
 
 FPS = 30.0
 SIZE = (96, 80)

@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 
 from dgp_pyro.cli.options import add_view_arguments
+from dgp_pyro.data.project import load_project
+from dgp_pyro.data.project_cameras import estimate_project_cameras
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -49,9 +51,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dgp_pyro.data.project import load_project
-    from dgp_pyro.geometry.camera_estimation import estimate_project_cameras
-
     project = load_project(args.project, views=args.views, view_layout=getattr(args, "view_layout", None))
     estimate = estimate_project_cameras(
         project, model=args.model, holdout_fraction=args.holdout, seed=args.seed

@@ -6,6 +6,8 @@ import argparse
 import json
 
 from dgp_pyro.cli.options import add_view_arguments
+from dgp_pyro.data.project import load_project
+from dgp_pyro.data.video import video_info
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -21,9 +23,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dgp_pyro.data.project import load_project
-    from dgp_pyro.data.video import video_info
-
     project = load_project(args.project, views=args.views, view_layout=args.view_layout)
     summary = project.summary()
     for video in summary["videos"]:

@@ -9,15 +9,15 @@ exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
 from dgp_pyro import __version__
+from dgp_pyro.cli import calibrate, compare, demo, evaluate, info, predict, synth, train
 from dgp_pyro.errors import DGPError
 
-#: Verbs in the order ``--help`` lists them; each is a module ``dgp_pyro.cli.<verb>``.
-VERBS = ("synth", "info", "calibrate", "train", "predict", "evaluate", "compare", "demo")
+#: The verbs' modules, in the order ``--help`` lists them.
+VERBS = (synth, info, calibrate, train, predict, evaluate, compare, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dgp-pyro {__version__}")
     subparsers = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for verb in VERBS:
-        module = importlib.import_module(f"dgp_pyro.cli.{verb}")
+    for module in VERBS:
         sub = module.add_parser(subparsers)
         sub.set_defaults(_run=module.run)
     return parser

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dgp_pyro.cli.options import parse_size
+from dgp_pyro.data.synthetic import write_synthetic_project
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,8 +34,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dgp_pyro.data.synthetic import write_synthetic_project
-
     out = write_synthetic_project(
         args.out,
         views=args.views,

@@ -18,7 +18,7 @@ from dgp_pyro.cli.options import add_model_option_argument, add_view_arguments, 
 from dgp_pyro.errors import DGPError
 from dgp_pyro.model.registry import MODELS, MODELS_3D
 from dgp_pyro.posterior.fit import fit_run
-from dgp_pyro.run import CONFIG, RunConfig, read_run_config
+from dgp_pyro.run.config import CONFIG, RunConfig, read_run_config
 
 
 def _holdout(text: str) -> float | str:
@@ -125,7 +125,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_model_option_argument(
         parser,
         help="a setting of the model's trainer, e.g. temporal_strength=2 or window=16 "
-        "(see dgp_pyro.train.dgp.DEFAULT_OPTIONS)",
+        "(see dgp_pyro.model.options.DEFAULT_OPTIONS)",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"

@@ -29,7 +29,7 @@ A dense ``view`` *dimension* is not built because held-out images need not cover
 of a frame; select a view with ``idata.posterior.where(idata.posterior.view == "top", drop=True)``.
 
 **The draws** are drawn from each keypoint's Gaussian *marginal* posterior
-(:class:`~dgp_pyro.posterior.posterior2d.KeypointPosterior`: the exact marginals of the fitted
+(:class:`~dgp_pyro.posterior.marginals.KeypointPosterior`: the exact marginals of the fitted
 structured guide, :math:`N(m_{tk}, \Sigma_{tk})`). Marginal draws ignore the correlation
 between frames (temporal potential) and between keypoints (skeletal potential): every
 per-keypoint summary, interval, and the pointwise log-likelihood are exact in distribution,
@@ -57,9 +57,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import arviz as az
 import numpy as np
@@ -68,16 +67,14 @@ from jaxtyping import Float
 from scipy.special import logsumexp
 
 from dgp_pyro.errors import DGPError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from dgp_pyro.posterior.posterior2d import KeypointPosterior
-    from dgp_pyro.run import Run
+from dgp_pyro.posterior.held_out import held_out_images
+from dgp_pyro.posterior.marginals import DEFAULT_LEVELS, KeypointPosterior
+from dgp_pyro.posterior.posterior2d import image_posteriors, video_posterior
+from dgp_pyro.run.folder import Run
 
 __all__ = [
     "POSTERIOR_VAR",
     "LOG_LIKELIHOOD_VAR",
-    "HeldOutImages",
-    "held_out_images",
     "marginal_draws",
     "label_log_density",
     "inference_data_from_draws",
@@ -353,85 +350,6 @@ def loo_summary(idata: az.InferenceData, var_name: str = LOG_LIKELIHOOD_VAR) -> 
 # --------------------------------------------------------------------------- runs
 
 
-@dataclass
-class HeldOutImages:
-    """Labeled images of a run's project, with what the export needs about each.
-
-    Attributes:
-        keys: image keys (as in the label files), in project order.
-        paths: the image files.
-        labels: ``(T, K, 2)`` frame pixels, NaN = missing.
-        views: the view name of each image (folders layout) or ``None``.
-        keypoint_views: the view of each network keypoint (suffix layout) or ``None``.
-        factor: ``(T, 2)`` frame pixels per training pixel, per axis.
-        frames: ``(T,)`` the labeled frame of each image (the views of one synchronous frame
-            share it; :attr:`~dgp_pyro.data.project.NetworkSamples.frame_index`).
-    """
-
-    keys: list[str]
-    paths: list[Path]
-    labels: np.ndarray
-    views: list[str] | None
-    keypoint_views: list[str] | None
-    factor: np.ndarray
-    frames: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-
-def held_out_images(run: Run, images: Sequence[str] | None = None) -> HeldOutImages:
-    """The run's held-out labeled images (default ``split.json``'s ``test``) or the given keys.
-
-    Images are put in the project's order, so two runs with the same held-out set give the same
-    label order (needed by ``az.compare``).
-    """
-    from dgp_pyro.data.dataset import image_size
-
-    project = run.project()
-    samples = project.network_samples()
-    wanted = list(run.split["test"]) if images is None else [str(key) for key in images]
-    index_of = {key: i for i, key in enumerate(samples.image_keys)}
-    missing = [key for key in wanted if key not in index_of]
-    if missing:
-        raise DGPError(
-            f"images not in the run's project: {', '.join(missing[:3])}"
-            + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""),
-            run.path / "split.json" if images is None else project.root,
-        )
-    rows = sorted({index_of[key] for key in wanted})
-    paths = [Path(samples.image_paths[i]) for i in rows]
-    size = np.asarray(run.size, dtype=np.float64)
-    factor = np.array([np.asarray(image_size(p), dtype=np.float64) / size for p in paths]).reshape(-1, 2)
-    views = keypoint_views = None
-    if len(project.views) > 1:
-        if project.view_layout == "folders":
-            views = [project.views[int(samples.view_index[i])] for i in rows]
-        elif project.view_layout == "suffix":
-            keypoint_views = [
-                next(
-                    (
-                        v
-                        for v in project.views
-                        if name.endswith(f"_{v}") and name[: -len(v) - 1] in project.bodyparts
-                    ),
-                    "",
-                )
-                for name in run.config.keypoints
-            ]
-    return HeldOutImages(
-        keys=[samples.image_keys[i] for i in rows],
-        paths=paths,
-        labels=np.asarray(samples.labels[rows], dtype=np.float64).reshape(
-            len(rows), len(run.config.keypoints), 2
-        ),
-        views=views,
-        keypoint_views=keypoint_views,
-        factor=factor,
-        frames=np.asarray(samples.frame_index[rows], dtype=np.int64),
-    )
-
-
 def run_label_sigma(run: Run) -> float:
     """The run's labeling noise in training pixels (``model_options["label_sigma"]``, default 1)."""
     return float(run.config.model_options.get("label_sigma", 1.0))
@@ -470,8 +388,6 @@ def posterior_inference_data(
     Raises:
         DGPError: no held-out images (trained without ``--holdout``) and none given.
     """
-    from dgp_pyro.posterior.posterior2d import DEFAULT_LEVELS, image_posteriors, video_posterior
-
     levels = tuple(DEFAULT_LEVELS if levels is None else levels)
     network = run.network(device) if network is None else network
     keypoints = list(run.config.keypoints)

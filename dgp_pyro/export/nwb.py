@@ -8,7 +8,7 @@ Layout
 ------
 
 :func:`write_nwb_2d` (one camera view, a
-:class:`~dgp_pyro.posterior.posterior2d.KeypointPosterior`) writes::
+:class:`~dgp_pyro.posterior.marginals.KeypointPosterior`) writes::
 
     /general/devices/<view>                       Device: the camera of the view
     /acquisition/video_<view>                     ImageSeries, format "external": the source video
@@ -28,7 +28,7 @@ Layout
                                                   per level (tag 90 = level 0.9; the exact level is in
                                                   the series' ``comments``: ``credible_level=0.9``)
 
-:func:`write_nwb_3d` (a :class:`~dgp_pyro.posterior.posterior3d.Posterior3D`) writes the same with
+:func:`write_nwb_3d` (a :class:`~dgp_pyro.posterior.marginals.Posterior3D`) writes the same with
 a ``MultiCameraPoseEstimation`` (ndx-pose's container for triangulated, world-space estimates)
 named ``MultiCameraPoseEstimation`` holding one (T, 3) x, y, z ``PoseEstimationSeries`` per
 keypoint, its spreads in ``MultiCameraPoseEstimation_spread`` (std (T, 3), cov (T, 3, 3), bounds
@@ -39,7 +39,8 @@ plain ``TimeSeries`` any NWB reader lists (``nwbfile.processing["behavior"]["<na
 Every series has the same timing: ``starting_time = frame_index[0] / fps`` and ``rate = fps`` when
 the frames are consecutive, otherwise ``timestamps = frame_index / fps`` (stored once, linked from
 the others). Frames without a posterior stay NaN rows. Floats are stored as float64 (ndx-pose's
-float32 is a minimum), so :func:`read_nwb_posterior` gives back exactly what was written.
+float32 is a minimum), so :func:`~dgp_pyro.export.nwb_read.read_nwb_posterior` gives back exactly
+what was written.
 """
 
 from __future__ import annotations
@@ -49,19 +50,18 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from dgp_pyro import __version__
 from dgp_pyro.atomic import atomic_path
+from dgp_pyro.data.video import video_info
 from dgp_pyro.errors import DGPError
+from dgp_pyro.posterior.marginals import KeypointPosterior, Posterior3D
+from dgp_pyro.posterior.predict_run import VideoPrediction
 
-if TYPE_CHECKING:
-    from dgp_pyro.posterior.posterior2d import KeypointPosterior
-    from dgp_pyro.posterior.posterior3d import Posterior3D
-
-__all__ = ["write_nwb_2d", "write_nwb_3d", "read_nwb_posterior", "SPREAD_SUFFIX", "NWB_INSTALL_HINT"]
+__all__ = ["write_nwb_2d", "write_nwb_3d", "write_prediction_nwb", "SPREAD_SUFFIX", "NWB_INSTALL_HINT"]
 
 NWB_INSTALL_HINT = 'pip install "dgp-pyro[nwb]"'
 #: the spreads of the pose container ``<name>`` are in ``<name>_spread``
@@ -72,10 +72,10 @@ POSE_3D_NAME = "MultiCameraPoseEstimation"
 SOURCE_SOFTWARE = "dgp-pyro"
 REFERENCE_FRAME_2D = "(0, 0) is the centre of the top-left pixel of the video frame; x right, y down"
 CONFIDENCE_DEFINITION = "peak probability of the keypoint's heatmap (DeepLabCut's likelihood)"
-_LEVEL_COMMENT = re.compile(r"credible_level=(\S+)")
+LEVEL_COMMENT = re.compile(r"credible_level=(\S+)")
 
 
-def _nwb(path: str | Path) -> tuple[Any, Any]:
+def import_nwb(path: str | Path) -> tuple[Any, Any]:
     """``(pynwb, ndx_pose)``, or a :class:`DGPError` saying how to install them."""
     try:
         import ndx_pose
@@ -88,7 +88,7 @@ def _nwb(path: str | Path) -> tuple[Any, Any]:
 
 
 def _level_tag(level: float) -> str:
-    """``0.9 -> "90"``, ``0.975 -> "97.5"`` (as :func:`dgp_pyro.posterior.posterior2d.level_tag`)."""
+    """``0.9 -> "90"``, ``0.975 -> "97.5"`` (as :func:`dgp_pyro.posterior.marginals.level_tag`)."""
     return f"{level * 100:g}"
 
 
@@ -297,7 +297,7 @@ def write_nwb_2d(
     """
     path = Path(path)
     _check_target(path, overwrite)
-    pynwb, ndx_pose = _nwb(path)
+    pynwb, ndx_pose = import_nwb(path)
     edges = _check_names(path, keypoints, skeleton_edges)
     if not view_name or "/" in view_name:
         raise DGPError(f"view_name must be non-empty and contain no '/': {view_name!r}", path)
@@ -383,8 +383,6 @@ def _video_series(
                 video,
                 hint="pass video_frames=N, or source_video=None",
             )
-        from dgp_pyro.data.video import video_info
-
         info = video_info(video)
         video_frames = int(info["n_frames"])
         dimension = [int(info["width"]), int(info["height"])]
@@ -454,7 +452,7 @@ def write_nwb_3d(
     """
     path = Path(path)
     _check_target(path, overwrite)
-    pynwb, ndx_pose = _nwb(path)
+    pynwb, ndx_pose = import_nwb(path)
     edges = _check_names(path, keypoints, skeleton_edges)
     mean = np.asarray(posterior3d.mean, dtype=np.float64)
     frame_index = np.asarray(posterior3d.frame_index)
@@ -539,123 +537,22 @@ def _confidence3d(
     return np.where(np.isfinite(best), best, np.nan)
 
 
-def read_nwb_posterior(path: str | Path, name: str | None = None) -> dict[str, Any]:
-    """Read a keypoint posterior written by :func:`write_nwb_2d` or :func:`write_nwb_3d`.
+def write_prediction_nwb(prediction: VideoPrediction, scorer: str) -> Path:
+    """Write a prediction of :func:`~dgp_pyro.posterior.predict_run.predict_run` as an NWB file.
 
-    Args:
-        path: the ``.nwb`` file.
-        name: the pose container in ``processing/behavior`` (default: the only one).
-
-    Returns:
-        ``{"name", "keypoints", "edges" (E, 2), "frame_index" (T,), "timestamps" (T,), "fps",
-        "unit", "source_video", "mean" (T, K, D), "confidence" (T, K) or None, "std" (T, K, D),
-        "cov" (T, K, D, D), "lower", "upper" ({level: (T, K, D)})}``. Without a
-        ``<name>_spread`` container (a file from another tool) ``std``, ``cov`` and
-        ``frame_index`` are None and the bounds empty; ``fps`` is None where the timing is
-        irregular and no source video gives it.
-
-    Raises:
-        DGPError: pynwb/ndx-pose missing, no such file, no or several pose containers.
+    ``<stem>.nwb`` (2D: the video's posterior, its source video linked) or ``<stem>_3d.nwb`` (3D:
+    the session's 3D posterior) beside its prediction files, at the first video's frame rate; an
+    existing file is replaced.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DGPError("NWB file not found", path)
-    pynwb, ndx_pose = _nwb(path)
-    pose_types = (ndx_pose.PoseEstimation, ndx_pose.MultiCameraPoseEstimation)
-    with pynwb.NWBHDF5IO(str(path), mode="r") as io:
-        nwbfile = io.read()
-        module = nwbfile.processing.get(MODULE_NAME)
-        found = (
-            []
-            if module is None
-            else [k for k, v in module.data_interfaces.items() if isinstance(v, pose_types)]
-        )
-        if name is None:
-            if len(found) != 1:
-                listed = ", ".join(found) or "none"
-                raise DGPError(
-                    f"{len(found)} pose containers in processing/{MODULE_NAME} ({listed})",
-                    path,
-                    hint="pass name= to choose one" if found else None,
-                )
-            name = found[0]
-        elif name not in found:
-            raise DGPError(
-                f"no pose container {name!r} in processing/{MODULE_NAME}", path, hint=f"found: {found}"
-            )
-        pose = module[name]
-        skeleton = pose.skeleton
-        keypoints = (
-            [str(n) for n in skeleton.nodes[:]] if skeleton is not None else list(pose.pose_estimation_series)
-        )
-        edges = (
-            np.asarray(skeleton.edges[:], dtype=np.int64).reshape(-1, 2)
-            if skeleton is not None and skeleton.edges is not None
-            else np.zeros((0, 2), dtype=np.int64)
-        )
-        series = [pose.pose_estimation_series[k] for k in keypoints]
-        mean = np.stack([np.asarray(s.data[()]) for s in series], axis=1)
-        confidence = (
-            np.stack([np.asarray(s.confidence[()]) for s in series], axis=1)
-            if all(s.confidence is not None for s in series)
-            else None
-        )
-        first = series[0]
-        if first.timestamps is not None:
-            timestamps = np.asarray(first.timestamps[()], dtype=np.float64)
-            fps = None
-        else:
-            fps = float(first.rate)
-            timestamps = first.starting_time + np.arange(len(mean)) / fps
-        video = getattr(pose, "source_video", None)
-        if fps is None and video is not None and video.rate is not None:
-            fps = float(video.rate)
-        out: dict[str, Any] = {
-            "name": name,
-            "keypoints": keypoints,
-            "edges": edges,
-            "frame_index": None,
-            "timestamps": timestamps,
-            "fps": fps,
-            "unit": first.unit,
-            "source_video": None if video is None else str(video.external_file[0]),
-            "mean": mean,
-            "confidence": confidence,
-            "std": None,
-            "cov": None,
-            "lower": {},
-            "upper": {},
-        }
-        spread_name = f"{name}{SPREAD_SUFFIX}"
-        if spread_name in module.data_interfaces:
-            out.update(_read_spread(module[spread_name].time_series, keypoints))
-    return out
-
-
-def _read_spread(time_series: dict[str, Any], keypoints: Sequence[str]) -> dict[str, Any]:
-    def stack(suffix: str) -> np.ndarray | None:
-        names = [f"{k}{suffix}" for k in keypoints]
-        if not all(n in time_series for n in names):
-            return None
-        return np.stack([np.asarray(time_series[n].data[()]) for n in names], axis=1)
-
-    levels: dict[str, float] = {}
-    first = keypoints[0]
-    for series_name, series in time_series.items():
-        if series_name.startswith(f"{first}_lo"):
-            match = _LEVEL_COMMENT.search(series.comments or "")
-            tag = series_name[len(f"{first}_lo") :]
-            levels[tag] = float(match.group(1)) if match else float(tag) / 100
-    lower, upper = {}, {}
-    for tag, level in sorted(levels.items(), key=lambda item: item[1]):
-        lo, hi = stack(f"_lo{tag}"), stack(f"_hi{tag}")
-        if lo is not None and hi is not None:
-            lower[level], upper[level] = lo, hi
-    frame_index = time_series.get("frame_index")
-    return {
-        "frame_index": None if frame_index is None else np.asarray(frame_index.data[()], dtype=np.int64),
-        "std": stack("_std"),
-        "cov": stack("_cov"),
-        "lower": lower,
-        "upper": upper,
-    }
+    out_dir = prediction.out_dir
+    video = prediction.videos[0]
+    fps = float(video_info(video)["fps"])
+    if prediction.is_3d:
+        return write_nwb_3d(
+            out_dir / f"{prediction.stem}_3d.nwb", prediction.posterior, prediction.keypoints,
+            prediction.edges, fps=fps, scorer=scorer, overwrite=True,
+        )  # fmt: skip
+    return write_nwb_2d(
+        out_dir / f"{prediction.stem}.nwb", prediction.posterior, prediction.keypoints, prediction.edges,
+        view_name=video.stem, fps=fps, source_video=video, scorer=scorer, overwrite=True,
+    )  # fmt: skip

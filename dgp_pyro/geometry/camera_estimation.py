@@ -3,7 +3,7 @@
 A mirror rig (one camera, one image holding a direct view and a mirror view), or any rig whose
 calibration was never recorded, still has labeled keypoints seen in two or more views. Those
 correspondences determine the cameras up to a similarity transform of the world;
-:func:`estimate_cameras` finds them and returns a :class:`~dgp_pyro.geometry.cameras.CameraGroup`
+:func:`estimate_cameras` finds them and returns a :class:`~dgp_pyro.geometry.camera_group.CameraGroup`
 that is written as an ordinary Anipose TOML, so the 3D model uses it like a real calibration.
 
 Method
@@ -115,32 +115,32 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 from jaxtyping import Float
-from scipy.optimize import least_squares
-from scipy.spatial.transform import Rotation
 
 from dgp_pyro.errors import DGPError
-from dgp_pyro.geometry.cameras import Camera, CameraGroup
+from dgp_pyro.geometry.affine_factorisation import affine_init
+from dgp_pyro.geometry.bundle_adjustment import bundle_adjust
+from dgp_pyro.geometry.camera_group import CameraGroup
+from dgp_pyro.geometry.camera_rig import (
+    WORLD_RMS,
+    Observations,
+    Rig,
+    affine_distance,
+    cheirality,
+    necker,
+    needs_mirror,
+    normalise,
+    residuals_px,
+    to_camera_group,
+)
 
-__all__ = [
-    "CameraEstimate",
-    "estimate_cameras",
-    "estimate_project_cameras",
-    "project_image_sizes",
-    "MODELS",
-]
+__all__ = ["MODELS", "CameraEstimate", "estimate_cameras"]
+
 
 #: Camera models :func:`estimate_cameras` accepts.
 MODELS = ("auto", "affine", "perspective")
-#: RMS distance of the fitted points from the world origin (the scale of the gauge).
-WORLD_RMS = 100.0
 #: Fewest (frame, body part) correspondences that link a view to another one.
 MIN_CORRESPONDENCES = 6
-#: The affine model's pinhole stand-in stays within this many pixels of the affine projection.
-AFFINE_MAX_DEVIATION_PX = 0.1
-#: ... and is at least this many times the RMS radius of the points away.
-AFFINE_MIN_DISTANCE = 1000.0
 #: ``"auto"`` takes the perspective model only if it lowers the held-out RMSE by this share...
 AUTO_MIN_RELATIVE_GAIN = 0.05
 #: ... and by at least this many pixels.
@@ -148,13 +148,6 @@ AUTO_MIN_GAIN_PX = 0.05
 #: A label whose reprojection error exceeds this many times the robust scale is listed as a
 #: likely mislabel in the notes.
 OUTLIER_FACTOR = 4.0
-#: Degenerate geometry: the third singular value of the centred tracks is below this share of
-#: the first, or not clearly above the fourth (noise and perspective).
-MIN_RANK3_RATIO = 1e-3
-MIN_RANK3_OVER_NOISE = 1.5
-#: Weights of the gauge residuals (first camera's rotation, centroid, RMS spread).
-_GAUGE_ROTATION_WEIGHT = 1e3
-_GAUGE_WEIGHT = 1.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,7 +316,7 @@ def estimate_cameras(
         hit = seen[pts_nj[:, 0], v, pts_nj[:, 1]]
         obs_pt.append(np.flatnonzero(hit))
         obs_cam.append(np.full(int(hit.sum()), v))
-    obs = _Observations(
+    obs = Observations(
         pt=np.concatenate(obs_pt),
         cam=np.concatenate(obs_cam),
         uv=None,  # filled below
@@ -333,30 +326,30 @@ def estimate_cameras(
     )
     obs.uv = labels[pts_nj[obs.pt, 0], obs.cam, pts_nj[obs.pt, 1]]
 
-    rig0 = _affine_init(obs, source)
+    rig0 = affine_init(obs, source)
 
     wanted = ["affine", "perspective"] if model == "auto" else [model]
-    fits: dict[str, _Rig] = {}
-    affine = _normalise(_bundle_adjust(obs, rig0, perspective=False, robust=robust_scale_px))
+    fits: dict[str, Rig] = {}
+    affine = normalise(bundle_adjust(obs, rig0, perspective=False, robust=robust_scale_px))
     # The affine cameras as distant pinhole cameras (kappa = 1 / D fixed), polished so that the
     # reported errors are those of the written cameras exactly.
-    affine.kappa[:] = 1.0 / _affine_distance(affine)
-    affine = _bundle_adjust(obs, affine, perspective=False, robust=robust_scale_px, max_nfev=30)
-    perspective = _bundle_adjust(obs, affine, perspective=True, robust=robust_scale_px)
+    affine.kappa[:] = 1.0 / affine_distance(affine)
+    affine = bundle_adjust(obs, affine, perspective=False, robust=robust_scale_px, max_nfev=30)
+    perspective = bundle_adjust(obs, affine, perspective=True, robust=robust_scale_px)
     if "affine" in wanted:
-        if _needs_mirror(perspective.kappa):
+        if needs_mirror(perspective.kappa):
             # Affine views cannot tell the scene from its mirror image (the Necker reversal);
             # the perspective fit, however weak its evidence, can: follow it.
-            affine = _bundle_adjust(obs, _necker(affine), perspective=False, robust=robust_scale_px,
+            affine = bundle_adjust(obs, necker(affine), perspective=False, robust=robust_scale_px,
                                     max_nfev=30)
         fits["affine"] = affine
     if "perspective" in wanted:
-        fits["perspective"] = _cheirality(perspective)
+        fits["perspective"] = cheirality(perspective)
 
-    results: dict[str, tuple[_Rig, CameraGroup, float, float | None]] = {}
+    results: dict[str, tuple[Rig, CameraGroup, float, float | None]] = {}
     for name, rig in fits.items():
-        rig = _normalise(rig)
-        group = _to_group(rig, view_names, sizes, name)
+        rig = normalise(rig)
+        group = to_camera_group(rig, view_names, sizes, name)
         fit_rmse = _rmse_of(*_triangulated_errors(group, labels[fit]))
         held = _rmse_of(*_triangulated_errors(group, labels[hold])) if len(hold) else None
         results[name] = (rig, group, fit_rmse, held)
@@ -401,7 +394,7 @@ def estimate_cameras(
                 "does (a reflected camera); projection and triangulation are exact, but "
                 "Camera.check_in_front is False for it"
             )
-    err = np.sqrt((_residuals_px(obs, rig) ** 2).sum(-1))
+    err = np.sqrt((residuals_px(obs, rig) ** 2).sum(-1))
     threshold = OUTLIER_FACTOR * robust_scale_px
     bad = np.flatnonzero(err > threshold)
     if len(bad):
@@ -439,73 +432,6 @@ def estimate_cameras(
         per_view_rmse_px=per_view,
         candidates=candidates,
     )
-
-
-def estimate_project_cameras(
-    project, model: str = "auto", holdout_fraction: float = 0.2, seed: int = 0, **kwargs: Any
-) -> CameraEstimate:
-    """:func:`estimate_cameras` on a loaded :class:`~dgp_pyro.data.project.Project`.
-
-    The image size of each view is read from the project's first image of that view (the whole
-    image in the suffix layout, where one image holds every view). Extra keyword arguments go
-    to :func:`estimate_cameras`.
-    """
-    sizes = project_image_sizes(project)
-    return estimate_cameras(
-        project.labels,
-        list(project.views),
-        sizes,
-        model=model,
-        holdout_fraction=holdout_fraction,
-        seed=seed,
-        source=project.root,
-        bodyparts=list(project.bodyparts),
-        frame_keys=list(project.frame_keys),
-        **kwargs,
-    )
-
-
-def project_image_sizes(project) -> list[tuple[int, int]]:
-    """``(width, height)`` of each view of a project, from its first readable image."""
-    from PIL import Image, UnidentifiedImageError
-
-    sizes = []
-    for v, view in enumerate(project.views):
-        size = None
-        for row in project.image_paths:
-            path = row[v]
-            if path is None or not Path(path).is_file():
-                continue
-            try:
-                with Image.open(path) as image:
-                    size = (int(image.size[0]), int(image.size[1]))
-            except (OSError, UnidentifiedImageError):
-                continue
-            break
-        if size is None:
-            size = _video_size(project, view)
-        if size is None:
-            raise DGPError(
-                f"no readable image or video for view {view!r}, so its image size is unknown",
-                project.root,
-                hint="camera estimation puts the principal point at the image centre; add the labeled images",
-            )
-        sizes.append(size)
-    return sizes
-
-
-def _video_size(project, view: str) -> tuple[int, int] | None:
-    from dgp_pyro.data.video import video_info
-
-    for videos in project.sessions.values():
-        path = videos.get(view)
-        if path is not None and Path(path).is_file():
-            try:
-                info = video_info(path)
-            except DGPError:
-                continue
-            return int(info["width"]), int(info["height"])
-    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,423 +481,7 @@ def _check_correspondences(seen: np.ndarray, views: list[str], source: Path | No
 
 
 # --------------------------------------------------------------------------------------------
-# The rig: parameters of the kappa-parametrised cameras and the points
-
-
-@dataclass
-class _Observations:
-    pt: np.ndarray  # (M,) point index
-    cam: np.ndarray  # (M,) view index
-    uv: np.ndarray | None  # (M, 2) pixels
-    n_points: int
-    n_views: int
-    centres: np.ndarray  # (V, 2) principal points
-
-
-@dataclass
-class _Rig:
-    rvec: np.ndarray  # (V, 3)
-    txy: np.ndarray  # (V, 2) world units
-    logs: np.ndarray  # (V,) log pixels per world unit
-    kappa: np.ndarray  # (V,) inverse distance, 0 = affine
-    points: np.ndarray  # (P, 3)
-    cost: float = math.inf
-
-    def copy(self) -> _Rig:
-        return _Rig(self.rvec.copy(), self.txy.copy(), self.logs.copy(), self.kappa.copy(),
-                    self.points.copy(), self.cost)
-
-
-def _skew(w: np.ndarray) -> np.ndarray:
-    return np.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
-
-
-def _rotation_derivatives(rvec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``R(rvec)`` and ``dR / d rvec_i`` (Gallego and Yezzi, J. Math. Imaging Vis. 2015)."""
-    rot = Rotation.from_rotvec(rvec).as_matrix()
-    theta2 = float(rvec @ rvec)
-    eye = np.eye(3)
-    if theta2 < 1e-16:
-        d = np.stack([_skew(eye[i]) @ rot for i in range(3)])
-    else:
-        wx = _skew(rvec)
-        d = np.stack(
-            [(rvec[i] * wx + _skew(np.cross(rvec, (eye - rot)[:, i]))) @ rot / theta2 for i in range(3)]
-        )
-    return rot, d
-
-
-def _project_rig(obs: _Observations, rig: _Rig, jac: bool = False):
-    """Pixels of every observation, and optionally the Jacobian blocks."""
-    rots, drots = zip(*(_rotation_derivatives(r) for r in rig.rvec), strict=True)
-    rots, drots = np.stack(rots), np.stack(drots)  # (V,3,3), (V,3,3,3)
-    rv = rots[obs.cam]
-    x = rig.points[obs.pt]
-    y = np.einsum("mij,mj->mi", rv, x)
-    num = y[:, :2] + rig.txy[obs.cam]
-    kappa = rig.kappa[obs.cam]
-    den = 1.0 + kappa * y[:, 2]
-    s = np.exp(rig.logs[obs.cam])
-    q = num / den[:, None]
-    proj = s[:, None] * q + obs.centres[obs.cam]
-    if not jac:
-        return proj
-    m = len(obs.cam)
-    g = (s / den)[:, None, None]
-    dy = np.zeros((m, 2, 3))
-    dy[:, 0, 0] = 1.0
-    dy[:, 1, 1] = 1.0
-    dy[:, :, 2] = -kappa[:, None] * q
-    dy = g * dy  # d proj / d Y
-    d_x = dy @ rv
-    dr = np.einsum("mab,mibc,mc->mai", dy, drots[obs.cam], x)  # (M, 2, 3)
-    d_t = np.zeros((m, 2, 2))
-    d_t[:, 0, 0] = g[:, 0, 0]
-    d_t[:, 1, 1] = g[:, 0, 0]
-    d_logs = s[:, None] * q
-    d_kappa = -s[:, None] * q * (y[:, 2] / den)[:, None]
-    d_cam = np.concatenate([dr, d_t, d_logs[..., None], d_kappa[..., None]], axis=2)  # (M, 2, 7)
-    return proj, d_cam, d_x
-
-
-def _residuals_px(obs: _Observations, rig: _Rig) -> np.ndarray:
-    return _project_rig(obs, rig) - obs.uv
-
-
-# --------------------------------------------------------------------------------------------
-# Affine initialisation
-
-
-def _affine_init(obs: _Observations, source: Path | None) -> _Rig:
-    """Tomasi-Kanade factorisation with imputation, metric upgrade, gauge."""
-    n_views, n_points = obs.n_views, obs.n_points
-    w = np.full((2 * n_views, n_points), np.nan)
-    w[2 * obs.cam, obs.pt] = obs.uv[:, 0]
-    w[2 * obs.cam + 1, obs.pt] = obs.uv[:, 1]
-    missing = ~np.isfinite(w)
-    row_mean = np.nanmean(w, axis=1, keepdims=True)
-    filled = np.where(missing, row_mean, w)
-    scale = max(float(np.nanstd(w)), 1e-12)
-    for _ in range(500 if missing.any() else 1):
-        b = filled.mean(1, keepdims=True)
-        u, sv, vt = np.linalg.svd(filled - b, full_matrices=False)
-        approx = (u[:, :3] * sv[:3]) @ vt[:3] + b
-        change = np.abs(approx[missing] - filled[missing]).max() if missing.any() else 0.0
-        filled = np.where(missing, approx, w)
-        if change < 1e-9 * scale:
-            break
-    b = filled.mean(1, keepdims=True)
-    u, sv, vt = np.linalg.svd(filled - b, full_matrices=False)
-    s4 = sv[3] if len(sv) > 3 else 0.0
-    if len(sv) < 3 or sv[2] < MIN_RANK3_RATIO * sv[0] or sv[2] < MIN_RANK3_OVER_NOISE * s4:
-        spread = ", ".join(f"{x / math.sqrt(n_points):.3g}" for x in sv[:4])
-        raise DGPError(
-            "degenerate geometry: the labeled keypoints shared between views are nearly collinear or "
-            "coplanar, or the views see the same projection, so the cameras are ill-determined "
-            f"(RMS spread of the tracks along their principal directions: {spread} px)",
-            source,
-            hint="label frames where the body parts spread in depth (different poses), in views "
-            "that look from different directions",
-        )
-    m = u[:, :3] * np.sqrt(sv[:3])
-    s = np.sqrt(sv[:3])[:, None] * vt[:3]  # (3, P)
-    q = _metric_upgrade(m, n_views)
-    if q is None:
-        raise DGPError(
-            "degenerate geometry: the labeled keypoints are not consistent with any set of cameras "
-            "(the metric upgrade of the affine factorisation failed)",
-            source,
-            hint="check that the same body part names mean the same point in every view",
-        )
-    a = np.linalg.cholesky(q)
-    m = m @ a
-    s = np.linalg.solve(a, s)
-    rots, scales = [], []
-    for v in range(n_views):
-        rows = m[2 * v: 2 * v + 2]
-        scale_v = math.sqrt(0.5 * float((rows**2).sum()))
-        uu, _, vvt = np.linalg.svd(rows)
-        r2 = uu @ vvt[:2]  # nearest orthonormal rows
-        rots.append(np.vstack([r2, np.cross(r2[0], r2[1])]))
-        scales.append(scale_v)
-    r0 = rots[0]
-    points = (r0 @ s).T  # world frame: camera 0's axes
-    rig = _Rig(
-        rvec=np.stack([Rotation.from_matrix(r @ r0.T).as_rotvec() for r in rots]),
-        txy=np.stack(
-            [(b[2 * v: 2 * v + 2, 0] - obs.centres[v]) / scales[v] for v in range(n_views)]
-        ),
-        logs=np.log(np.array(scales)),
-        kappa=np.zeros(n_views),
-        points=points,
-    )
-    rig.rvec[0] = 0.0
-    return _normalise(rig)
-
-
-def _q_row(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Coefficients of ``a^T Q b`` in ``(q11, q12, q13, q22, q23, q33)``."""
-    return np.array([
-        a[0] * b[0], a[0] * b[1] + a[1] * b[0], a[0] * b[2] + a[2] * b[0],
-        a[1] * b[1], a[1] * b[2] + a[2] * b[1], a[2] * b[2],
-    ])
-
-
-def _q_matrix(q: np.ndarray) -> np.ndarray:
-    return np.array([[q[0], q[1], q[2]], [q[1], q[3], q[4]], [q[2], q[4], q[5]]])
-
-
-def _metric_upgrade(m: np.ndarray, n_views: int) -> np.ndarray | None:
-    """The positive definite ``Q`` making every camera scaled orthographic (see module doc)."""
-    rows = []
-    for v in range(n_views):
-        a, b = m[2 * v], m[2 * v + 1]
-        rows.append(_q_row(a, a) - _q_row(b, b))
-        rows.append(_q_row(a, b))
-    _, sv, vt = np.linalg.svd(np.array(rows))
-    if n_views >= 3:
-        q = _q_matrix(vt[-1])
-        q = q if np.trace(q) > 0 else -q
-        evals, evecs = np.linalg.eigh(q)
-        if evals[0] > 1e-9 * evals[-1]:
-            return q / evals[-1]
-    # Two views (or no positive definite null vector): search the pencil of the two smallest.
-    n1, n2 = _q_matrix(vt[-1]), _q_matrix(vt[-2])
-    best, best_angle = None, -1.0
-    for phi in np.linspace(0.0, 2 * np.pi, 1441)[:-1]:
-        q = math.cos(phi) * n1 + math.sin(phi) * n2
-        evals = np.linalg.eigvalsh(q)
-        if not evals[0] > 1e-6 * evals[-1]:
-            continue
-        angle = _view_angle(m, q, n_views)
-        if n_views >= 3:  # fall back: the best-conditioned positive definite member
-            angle = evals[0] / evals[-1]
-        if angle > best_angle:
-            best, best_angle = q / evals[-1], angle
-    return best
-
-
-def _view_angle(m: np.ndarray, q: np.ndarray, n_views: int) -> float:
-    """Smallest angle between the viewing directions (as lines) of the upgraded cameras."""
-    a = np.linalg.cholesky(q)
-    mm = m @ a
-    dirs = []
-    for v in range(n_views):
-        d = np.cross(mm[2 * v], mm[2 * v + 1])
-        dirs.append(d / np.linalg.norm(d))
-    smallest = math.pi / 2
-    for i in range(n_views):
-        for j in range(i + 1, n_views):
-            smallest = min(smallest, math.acos(min(1.0, abs(float(dirs[i] @ dirs[j])))))
-    return smallest
-
-
-def _needs_mirror(kappa: np.ndarray) -> bool:
-    """Whether more cameras see the scene from behind than in front (ties: the first camera)."""
-    ahead, behind = int((kappa > 0).sum()), int((kappa < 0).sum())
-    return behind > ahead or (behind == ahead and kappa[0] < 0)
-
-
-def _necker(rig: _Rig) -> _Rig:
-    """The depth-reversed twin of an affine rig: mirrored points (``z -> -z``), same images.
-
-    ``R -> F R F`` with ``F = diag(1, 1, -1)`` keeps the rotation proper and the first camera at
-    the identity; the first two rows of ``R X`` are unchanged, the depth row changes sign, which
-    only matters through ``kappa`` (tiny for the affine model's distant cameras).
-    """
-    flip = np.diag([1.0, 1.0, -1.0])
-    out = rig.copy()
-    out.points = rig.points @ flip
-    for v in range(len(rig.rvec)):
-        r = flip @ Rotation.from_rotvec(rig.rvec[v]).as_matrix() @ flip
-        out.rvec[v] = Rotation.from_matrix(r).as_rotvec()
-    return out
-
-
-def _cheirality(rig: _Rig) -> _Rig:
-    """Of a perspective rig and its mirror twin, the one with the scene in front of most cameras.
-
-    Mirroring the world (``X -> -X``) and turning each camera half a turn about its axis
-    (``R -> diag(-1, -1, 1) R``) while negating ``kappa`` gives exactly the same pixels, so the
-    fit cannot tell the two apart; the real rig is the one where the points lie in front of the
-    cameras. A mirror view is behind in both, so ties (one direct view and one mirror view) go
-    to the twin where the first camera is in front, i.e. the first view is taken as direct.
-    """
-    if not _needs_mirror(rig.kappa):
-        return rig
-    flip = np.diag([-1.0, -1.0, 1.0])
-    out = rig.copy()
-    out.points = -rig.points
-    out.kappa = -rig.kappa
-    for v in range(len(rig.rvec)):
-        out.rvec[v] = Rotation.from_matrix(flip @ Rotation.from_rotvec(rig.rvec[v]).as_matrix()).as_rotvec()
-    return out
-
-
-def _normalise(rig: _Rig) -> _Rig:
-    """Exact gauge: centroid at the origin, RMS radius ``WORLD_RMS``, images unchanged.
-
-    With ``X = X'/lam + mu``: ``t' = lam (R mu + t)`` in pinhole terms, i.e.
-    ``t_xy' = lam (R mu + t)_xy``, ``kappa' = kappa / (lam (1 + kappa (R mu)_z))`` and
-    ``s' = s / (lam (1 + kappa (R mu)_z))``.
-    """
-    out = rig.copy()
-    mu = rig.points.mean(0)
-    rms = math.sqrt(float(((rig.points - mu) ** 2).sum(1).mean()))
-    lam = WORLD_RMS / max(rms, 1e-300)
-    out.points = lam * (rig.points - mu)
-    for v in range(len(rig.rvec)):
-        rmu = Rotation.from_rotvec(rig.rvec[v]).as_matrix() @ mu
-        g = 1.0 + rig.kappa[v] * rmu[2]
-        out.txy[v] = lam * (rmu[:2] + rig.txy[v]) / g
-        out.kappa[v] = rig.kappa[v] / (lam * g)
-        out.logs[v] = rig.logs[v] - math.log(lam * g)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Bundle adjustment
-
-
-def _bundle_adjust(
-    obs: _Observations, rig: _Rig, perspective: bool, robust: float, max_nfev: int = 200
-) -> _Rig:
-    """Robust least squares over cameras and points; ``kappa`` is fixed unless ``perspective``.
-
-    The gauge is held by soft residuals (first camera's rotation 0, centroid 0, RMS radius
-    ``WORLD_RMS``) which the data cannot oppose, so they only remove the null directions.
-    """
-    n_views, n_points, m = obs.n_views, obs.n_points, len(obs.cam)
-    n_cam = 7 if perspective else 6
-    n_x = n_views * n_cam
-    n_params = n_x + 3 * n_points
-    max_r = float(np.sqrt((rig.points**2).sum(1)).max())
-    kappa_max = 1.0 / (1.1 * max_r)
-
-    def pack(r: _Rig) -> np.ndarray:
-        cams = [r.rvec, r.txy, r.logs[:, None]] + ([r.kappa[:, None]] if perspective else [])
-        return np.concatenate([np.concatenate(cams, axis=1).ravel(), r.points.ravel()])
-
-    def unpack(p: np.ndarray) -> _Rig:
-        c = p[:n_x].reshape(n_views, n_cam)
-        kappa = c[:, 6].copy() if perspective else rig.kappa.copy()  # fixed when affine
-        return _Rig(c[:, :3].copy(), c[:, 3:5].copy(), c[:, 5].copy(), kappa, p[n_x:].reshape(n_points, 3))
-
-    # Sparsity pattern (fixed): data rows, then 3 + 3 + 1 gauge rows.
-    rows_data = np.repeat(np.arange(2 * m), n_cam + 3)
-    cam_cols = obs.cam[:, None] * n_cam + np.arange(n_cam)  # (M, n_cam)
-    x_cols = n_x + 3 * obs.pt[:, None] + np.arange(3)  # (M, 3)
-    cols_m = np.concatenate([cam_cols, x_cols], axis=1)  # (M, n_cam + 3)
-    cols_data = np.repeat(cols_m, 2, axis=0).ravel()
-    g0 = 2 * m
-    rows_g = np.concatenate([
-        g0 + np.arange(3),
-        np.repeat(g0 + 3 + np.arange(3), n_points),
-        np.full(3 * n_points, g0 + 6),
-    ])
-    cols_g = np.concatenate([
-        np.arange(3),
-        (n_x + 3 * np.arange(n_points)[None, :] + np.arange(3)[:, None]).ravel(),
-        n_x + np.arange(3 * n_points),
-    ])
-    rows_all = np.concatenate([rows_data, rows_g])
-    cols_all = np.concatenate([cols_data, cols_g])
-    shape = (2 * m + 7, n_params)
-
-    def fun(p: np.ndarray) -> np.ndarray:
-        r = unpack(p)
-        res = (_project_rig(obs, r) - obs.uv).ravel()
-        mean = r.points.mean(0)
-        rms = math.sqrt(float((r.points**2).sum(1).mean()))
-        gauge = np.concatenate([
-            _GAUGE_ROTATION_WEIGHT * r.rvec[0], _GAUGE_WEIGHT * mean, [_GAUGE_WEIGHT * (rms - WORLD_RMS)]
-        ])
-        return np.concatenate([res, gauge])
-
-    def jac(p: np.ndarray) -> sp.csr_matrix:
-        r = unpack(p)
-        _, d_cam, d_x = _project_rig(obs, r, jac=True)
-        d_cam = d_cam[:, :, :n_cam]
-        vals_data = np.concatenate([d_cam, d_x], axis=2).ravel()  # (M, 2, n_cam + 3)
-        rms = max(math.sqrt(float((r.points**2).sum(1).mean())), 1e-300)
-        vals_g = np.concatenate([
-            np.full(3, _GAUGE_ROTATION_WEIGHT),
-            np.full(3 * n_points, _GAUGE_WEIGHT / n_points),
-            _GAUGE_WEIGHT * r.points.ravel() / (n_points * rms),
-        ])
-        return sp.csr_matrix(
-            (np.concatenate([vals_data, vals_g]), (rows_all, cols_all)), shape=shape
-        )
-
-    p0 = pack(rig)
-    lb = np.full(n_params, -np.inf)
-    ub = np.full(n_params, np.inf)
-    if perspective:
-        idx = np.arange(n_views) * n_cam + 6
-        lb[idx], ub[idx] = -kappa_max, kappa_max
-        p0[idx] = np.clip(p0[idx], 0.99 * lb[idx], 0.99 * ub[idx])
-    result = least_squares(
-        fun, p0, jac=jac, bounds=(lb, ub), method="trf", loss="soft_l1", f_scale=robust,
-        x_scale="jac", tr_solver="lsmr", max_nfev=max_nfev, xtol=1e-8, ftol=1e-8, gtol=1e-8,
-    )
-    out = unpack(result.x)
-    out.cost = float(result.cost)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Anipose cameras
-
-
-def _affine_distance(rig: _Rig) -> float:
-    """The distance ``D`` of the affine model's pinhole cameras (see the module doc).
-
-    The smallest number of the form 1, 2 or 5 times a power of 10 that keeps the perspective
-    deviation ``s |Y_xy + t_xy| |Y_z| / D`` of every fitted point within
-    ``AFFINE_MAX_DEVIATION_PX``, and at least ``AFFINE_MIN_DISTANCE`` times the RMS radius.
-    """
-    worst = 0.0
-    for v in range(len(rig.rvec)):
-        y = rig.points @ Rotation.from_rotvec(rig.rvec[v]).as_matrix().T
-        num = np.linalg.norm(y[:, :2] + rig.txy[v], axis=1)
-        worst = max(worst, float((math.exp(rig.logs[v]) * num * np.abs(y[:, 2])).max()))
-    need = max(worst / AFFINE_MAX_DEVIATION_PX, AFFINE_MIN_DISTANCE * WORLD_RMS)
-    decade = 10.0 ** math.floor(math.log10(need))
-    return next(k * decade for k in (1.0, 2.0, 5.0, 10.0) if k * decade >= need)
-
-
-def _to_group(rig: _Rig, names: list[str], sizes: list[tuple[int, int]], model: str) -> CameraGroup:
-    """Pinhole cameras of a normalised rig: ``f = s / |kappa|``, ``t_z = 1 / kappa``.
-
-    The affine model's rig has ``kappa = 1 / D`` (about: the gauge moves it slightly), so it
-    needs no special case. The world is the rig's frame, turned so that the first camera has
-    ``R = I`` also when it had to be turned half a turn (scene behind it).
-    """
-    n_views = len(names)
-    flip = np.diag([-1.0, -1.0, 1.0])
-    params = []
-    for v in range(n_views):
-        rot = Rotation.from_rotvec(rig.rvec[v]).as_matrix()
-        txy, s, kappa = rig.txy[v], math.exp(rig.logs[v]), rig.kappa[v]
-        if kappa == 0.0:  # exactly affine (never in practice): a very distant camera
-            kappa = 1.0 / _affine_distance(rig)
-        if kappa > 0:
-            f, tvec = s / kappa, np.array([txy[0], txy[1], 1.0 / kappa])
-        else:  # scene behind the camera (mirror): turn half a turn about the optical axis
-            rot = flip @ rot
-            f, tvec = s / -kappa, np.array([-txy[0], -txy[1], 1.0 / kappa])
-        params.append((rot, f, tvec))
-    world = params[0][0]  # X' = R_0 X makes the first camera's rotation the identity
-    cams = []
-    for v, (rot, f, tvec) in enumerate(params):
-        w, h = sizes[v]
-        matrix = np.array([[f, 0.0, (w - 1) / 2.0], [0.0, f, (h - 1) / 2.0], [0.0, 0.0, 1.0]])
-        rvec = np.zeros(3) if v == 0 else Rotation.from_matrix(rot @ world.T).as_rotvec()
-        cams.append(Camera(names[v], (w, h), matrix, rvec=rvec, tvec=tvec))
-    group = CameraGroup(cams)
-    if model == "affine":
-        group.metadata["affine_distance"] = float(np.mean([c.tvec[2] for c in cams]))
-    return group
+# The TOML metadata
 
 
 def _metadata(

@@ -33,7 +33,9 @@ precision scales :math:`s_j` and offsets :math:`b_j`:
 Its precision is block tridiagonal in time, so sampling and its density cost O(T)
 (:mod:`dgp_pyro.ops.gaussian_chain`). The network's heatmaps are computed once per step
 outside the model and handed to both functions (``logits``), so the network runs once; the
-guide reads them detached, and the network learns only through the model's potentials.
+guide reads them detached, and the network learns only through the model's potentials. The
+guide's corrections, its chain and its sample site are shared with the 3D model
+(:mod:`dgp_pyro.model.structured_guide`).
 """
 
 from __future__ import annotations
@@ -44,12 +46,18 @@ import pyro
 import pyro.distributions as dist
 import torch
 from jaxtyping import Bool, Float
-from pyro import poutine
 from torch import Tensor, nn
 
-from dgp_pyro.model.potentials import PRIOR_RIDGE, NeuralPotential, keypoint_prior
+from dgp_pyro.model.potentials import NeuralPotential, PotentialWeights, keypoint_prior
+from dgp_pyro.model.structured_guide import (
+    GuideCorrection,
+    guide_chain,
+    potential_arguments,
+    sample_windows,
+    window_plate,
+)
 from dgp_pyro.nets import heatmap_loss, soft_argmax
-from dgp_pyro.ops.gaussian_chain import BlockTridiagonalGaussian, build_chain_precision
+from dgp_pyro.ops.block_tridiagonal import BlockTridiagonalGaussian
 
 #: The 2D model variants, each a set of switches of the same model function.
 VARIANTS = {
@@ -109,37 +117,6 @@ class WindowBatch:
     mask: Bool[Tensor, "windows time keypoints"]
 
 
-class PotentialWeights(nn.Module):
-    """The temporal and skeletal weights, fixed or learned (kept positive through their logs)."""
-
-    def __init__(self, temporal: Tensor, skeletal: Tensor, learn: bool = False):
-        super().__init__()
-        self.learn = learn
-        log_temporal = torch.as_tensor(temporal, dtype=torch.float64).clamp_min(1e-12).log()
-        log_skeletal = torch.as_tensor(skeletal, dtype=torch.float64).clamp_min(1e-12).log()
-        if learn:
-            self.log_temporal = nn.Parameter(log_temporal)
-            self.log_skeletal = nn.Parameter(log_skeletal)
-        else:
-            self.register_buffer("log_temporal", log_temporal)
-            self.register_buffer("log_skeletal", log_skeletal)
-
-    def temporal(self) -> Tensor:
-        return self.log_temporal.exp()
-
-    def skeletal(self) -> Tensor:
-        return self.log_skeletal.exp()
-
-
-class GuideCorrection(nn.Module):
-    """Learned corrections of the Gaussian form: per-keypoint log precision scale and offset."""
-
-    def __init__(self, num_keypoints: int):
-        super().__init__()
-        self.log_precision_scale = nn.Parameter(torch.zeros(num_keypoints, dtype=torch.float64))
-        self.offset = nn.Parameter(torch.zeros(num_keypoints, 2, dtype=torch.float64))
-
-
 def _window_prior(settings: ModelSettings, weights: PotentialWeights, time: int, keypoints: int):
     return keypoint_prior(time, keypoints, 2, *potential_arguments(settings, weights))
 
@@ -184,7 +161,7 @@ def dgp_model(
     prior = _window_prior(settings, weights, time, keypoints)
     # Per keypoint and frame, so that the windows weigh like the (averaged) labeled loss.
     scale = settings.unlabeled_weight / (time * keypoints)
-    with pyro.plate("windows", num_windows), poutine.scale(scale=scale):
+    with window_plate(num_windows, scale):
         y = pyro.sample("keypoints", prior.expand([num_windows]))  # (windows, time, keypoints, 2)
         flat_logits = windows.logits.flatten(0, 1)
         energy = neural.energy(flat_logits, y.reshape(num_windows * time, keypoints, 2).to(flat_logits.dtype))
@@ -208,8 +185,7 @@ def guide_observations(
     are two Gaussian observations of it, so their precisions add.
     """
     dtype = torch.float64
-    mean = mean.to(dtype) + correction.offset
-    precision = torch.linalg.inv(cov.to(dtype)) * correction.log_precision_scale.exp()[:, None, None]
+    mean, precision = correction.correct(mean.to(dtype), torch.linalg.inv(cov.to(dtype)))
     if labels is None or mask is None or not bool(mask.any()):
         return mean, precision
     eye = torch.eye(2, dtype=dtype, device=mean.device)
@@ -235,25 +211,7 @@ def guide_from_summaries(
     Leading dimensions are windows (a batch of independent chains).
     """
     obs_mean, obs_precision = guide_observations(settings, correction, mean, cov, labels, mask)
-    A, B, h = build_chain_precision(
-        obs_mean,
-        obs_precision,
-        *potential_arguments(settings, weights),
-        ridge=PRIOR_RIDGE,
-        diagonal_offdiag=True,
-    )
-    return BlockTridiagonalGaussian(A, B, h, keypoint_dim=2, diagonal_B=True)
-
-
-def potential_arguments(settings: ModelSettings, weights: PotentialWeights) -> tuple:
-    """``(temporal_weight, edges, skeletal_weight)`` for the chain builders; off means zero."""
-    keypoints = weights.log_temporal.shape[-1]
-    zeros = weights.log_temporal.new_zeros(keypoints)
-    return (
-        weights.temporal() if settings.temporal else zeros,
-        settings.edges if settings.skeletal else [],
-        weights.skeletal() if settings.skeletal else zeros[:0],
-    )
+    return guide_chain(obs_mean, obs_precision, potential_arguments(settings, weights), keypoint_dim=2)
 
 
 def dgp_guide(
@@ -279,8 +237,4 @@ def dgp_guide(
         windows.labels,
         windows.mask,
     )
-    with (
-        pyro.plate("windows", num_windows),
-        poutine.scale(scale=settings.unlabeled_weight / (time * keypoints)),
-    ):
-        pyro.sample("keypoints", q)
+    sample_windows(q, num_windows, settings.unlabeled_weight / (time * keypoints))

@@ -21,7 +21,7 @@ Symbols:
 The temporal and skeletal potentials are quadratic, so together they are a Gaussian Markov
 random field whose precision is block tridiagonal in time; :func:`keypoint_prior` turns them
 into that Gaussian (with a tiny ridge that makes it proper, so its normaliser exists and the
-weights can be learned).
+weights can be learned). :class:`PotentialWeights` holds the weights, fixed or learned.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from jaxtyping import Float
-from torch import Tensor
+from torch import Tensor, nn
 
 from dgp_pyro.nets import heatmap_potential
 from dgp_pyro.nets.heatmaps import SoftArgmax
-from dgp_pyro.ops.gaussian_chain import BlockTridiagonalGaussian, build_chain_precision
+from dgp_pyro.ops.block_tridiagonal import BlockTridiagonalGaussian
+from dgp_pyro.ops.keypoint_chain import build_chain_precision
 
 #: Ridge added to the prior precision: it only pins the otherwise free global translation
 #: (a prior standard deviation of about 30 000 pixels around the origin), so it never competes
@@ -95,6 +96,28 @@ class NeuralPotential:
     def gaussian_form(summary: SoftArgmax) -> tuple[Tensor, Tensor]:
         """Mean ``(..., K, 2)`` and precision ``(..., K, 2, 2)`` of the Gaussian form."""
         return summary.mean, torch.linalg.inv(summary.cov)
+
+
+class PotentialWeights(nn.Module):
+    """The temporal and skeletal weights, fixed or learned (kept positive through their logs)."""
+
+    def __init__(self, temporal: Tensor, skeletal: Tensor, learn: bool = False):
+        super().__init__()
+        self.learn = learn
+        log_temporal = torch.as_tensor(temporal, dtype=torch.float64).clamp_min(1e-12).log()
+        log_skeletal = torch.as_tensor(skeletal, dtype=torch.float64).clamp_min(1e-12).log()
+        if learn:
+            self.log_temporal = nn.Parameter(log_temporal)
+            self.log_skeletal = nn.Parameter(log_skeletal)
+        else:
+            self.register_buffer("log_temporal", log_temporal)
+            self.register_buffer("log_skeletal", log_skeletal)
+
+    def temporal(self) -> Tensor:
+        return self.log_temporal.exp()
+
+    def skeletal(self) -> Tensor:
+        return self.log_skeletal.exp()
 
 
 def default_skeletal_weights(

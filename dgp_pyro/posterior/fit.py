@@ -1,7 +1,7 @@
 """Fit a run end to end: train the model, then calibrate its posterior on the held-out labels.
 
 This is what ``dgp-pyro train`` runs. The trainers (:mod:`dgp_pyro.train`) stop at their last
-checkpoint; the calibration (:func:`~dgp_pyro.posterior.posterior2d.calibrate_posterior`) needs
+checkpoint; the calibration (:func:`~dgp_pyro.posterior.calibrate.calibrate_posterior`) needs
 the posterior, which sits above training, so the two meet here.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from dgp_pyro.posterior.posterior2d import calibrate_posterior
+from dgp_pyro.posterior.calibrate import calibrate_posterior
 from dgp_pyro.run import Run, RunConfig
 from dgp_pyro.train.registry import trainer_for
 

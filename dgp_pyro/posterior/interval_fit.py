@@ -14,14 +14,12 @@ larger and :func:`calibration_note` errs on the side of flagging.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from jaxtyping import Float
 from scipy.stats import norm
 
-if TYPE_CHECKING:  # pragma: no cover
-    from dgp_pyro.posterior.posterior2d import KeypointPosterior
+from dgp_pyro.posterior.marginals import KeypointPosterior
 
 __all__ = [
     "DEFAULT_CURVE_LEVELS",
@@ -30,6 +28,7 @@ __all__ = [
     "fit_interval_scales",
     "fit_variance_scale",
     "interpolate_interval_scales",
+    "interval_widening",
     "leave_one_out_coverage",
     "LOO_SE_WARNING",
 ]
@@ -58,7 +57,7 @@ def coverage_curve(
     """Coverage of equal-tailed Gaussian credible intervals at each level.
 
     Args:
-        posterior: a :class:`~dgp_pyro.posterior.posterior2d.KeypointPosterior` (its marginal
+        posterior: a :class:`~dgp_pyro.posterior.marginals.KeypointPosterior` (its marginal
             mean and standard deviation are used) or a tuple ``(mean, std)`` of arrays shaped
             like ``truth``.
         truth: true coordinates, e.g. ``(T, K, 2)``; NaN = no truth.
@@ -168,6 +167,17 @@ def interpolate_interval_scales(
     known = sorted(scales)
     values = [scales[level] for level in known]
     return {float(level): float(np.interp(float(level), known, values)) for level in levels}
+
+
+def interval_widening(
+    interval_scales: dict[float, float], variance_scale: float, levels: Sequence[float]
+) -> dict[float, float]:
+    r""":math:`k_p` per level: how much wider than the smoother's Gaussian each interval is.
+
+    The fitted per-level factors, interpolated; :math:`\sqrt{c}` of the variance scale where
+    none was fitted.
+    """
+    return interpolate_interval_scales(interval_scales, levels, np.sqrt(variance_scale))
 
 
 def leave_one_out_coverage(

@@ -32,7 +32,11 @@ from torch import nn
 
 from dgp_pyro.data.augment import resize_frames
 from dgp_pyro.data.dataset import read_image
+from dgp_pyro.data.predictions import PredictionTable, write_predictions
+from dgp_pyro.data.video import VideoReader
 from dgp_pyro.errors import DGPError
+from dgp_pyro.nets.heatmap_net import normalize_images
+from dgp_pyro.nets.heatmaps import soft_argmax
 
 __all__ = [
     "NetworkSummaries",
@@ -102,9 +106,6 @@ def summarize_frames(
     Returns:
         ``(mean (B, K, 2), cov (B, K, 2, 2), confidence (B, K))`` as float64 arrays.
     """
-    from dgp_pyro.nets.heatmap_net import normalize_images
-    from dgp_pyro.nets.heatmaps import soft_argmax
-
     device = _device_of(network)
     x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
     b, h0, w0, _ = x.shape
@@ -252,8 +253,6 @@ def predict_video(
     Raises:
         DGPError: the video cannot be opened, or a frame fails to decode (named).
     """
-    from dgp_pyro.data.video import VideoReader
-
     path = Path(video_path)
     was_training = network.training
     network.eval()
@@ -335,7 +334,7 @@ def summaries_to_table(
     scorer: str,
     image_keys: Sequence[str] | None = None,
     extras: dict[str, np.ndarray] | None = None,
-):
+) -> PredictionTable:
     """A DeepLabCut prediction table: x, y, likelihood (= confidence), ``x_std``, ``y_std``, extras.
 
     Args:
@@ -345,8 +344,6 @@ def summaries_to_table(
         image_keys: row keys for predictions on labeled images (default: frame numbers).
         extras: more ``(T, K)`` columns appended after ``y_std`` (e.g. credible intervals).
     """
-    from dgp_pyro.data.predictions import PredictionTable
-
     std = summaries.std
     columns = {"x_std": std[..., 0], "y_std": std[..., 1]}
     columns.update(extras or {})
@@ -367,11 +364,9 @@ def prediction_stem(video: str | Path, scorer: str) -> str:
 
 
 def write_prediction_files(
-    table, out_dir: str | Path, stem: str, formats: Sequence[str] = ("h5", "csv")
+    table: PredictionTable, out_dir: str | Path, stem: str, formats: Sequence[str] = ("h5", "csv")
 ) -> list[Path]:
     """Write ``table`` as ``out_dir/<stem>.h5`` and ``.csv`` (atomically); return the paths."""
-    from dgp_pyro.data.predictions import write_predictions
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -50,8 +50,11 @@ from torch import nn
 
 from dgp_pyro.data.augment import AugmentConfig, check_size, default_size, flip_permutation
 from dgp_pyro.data.dataset import LabeledImages, image_size, split_frames
+from dgp_pyro.data.project import load_project
 from dgp_pyro.errors import DGPError
 from dgp_pyro.model.registry import default_absent_weight
+from dgp_pyro.nets.heatmap_net import normalize_images
+from dgp_pyro.nets.heatmaps import heatmap_loss, offset_loss
 from dgp_pyro.run import (
     Run,
     RunConfig,
@@ -126,8 +129,6 @@ def prepare_training(config: RunConfig, out_dir: str | Path, resume: bool = Fals
             resume, an unavailable device, a size that is not a multiple of 32, fewer than 2
             labeled frames, a keypoint with no label in the training frames, missing images.
     """
-    from dgp_pyro.data.project import load_project
-
     device = resolve_device(config.device)
     config.project = str(Path(config.project).expanduser().absolute())
     if isinstance(config.holdout, str):
@@ -368,9 +369,6 @@ def supervised_loss(
     network: nn.Module, images: torch.Tensor, points: torch.Tensor, config: RunConfig
 ) -> torch.Tensor:
     """The heatmap loss (plus the offset loss with an offset head) of uint8 images and their labels."""
-    from dgp_pyro.nets.heatmap_net import normalize_images
-    from dgp_pyro.nets.heatmaps import heatmap_loss, offset_loss
-
     x = normalize_images(images)
     stride, sigma, absent = int(config.stride), float(config.sigma), float(config.absent_weight)
     if config.offset_head:

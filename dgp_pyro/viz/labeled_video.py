@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from dgp_pyro.data.video import VideoReader, write_video
 from dgp_pyro.errors import DGPError
-from dgp_pyro.viz.plots import Skeleton, _bones, _check_level, _chi2_2dof, keypoint_colors
+from dgp_pyro.viz.plot_parts import Skeleton, bone_pairs, check_level, chi2_2dof, keypoint_colors
 
 __all__ = ["draw_pose", "ellipse_polygon", "write_labeled_video"]
 
@@ -46,7 +46,7 @@ def ellipse_polygon(
     if not (np.all(np.isfinite(center)) and np.all(np.isfinite(cov))):
         return None
     values, vectors = np.linalg.eigh(0.5 * (cov + cov.T))
-    radii = np.sqrt(_chi2_2dof(level) * np.clip(values, 0.0, None))
+    radii = np.sqrt(chi2_2dof(level) * np.clip(values, 0.0, None))
     t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
     circle = np.stack([np.cos(t), np.sin(t)])  # (2, n)
     return center + (vectors @ (radii[:, None] * circle)).T
@@ -149,8 +149,8 @@ def write_labeled_video(
         cov = np.asarray(cov, dtype=float)
         if cov.shape != (t, k, 2, 2):
             raise ValueError(f"cov must have shape ({t}, {k}, 2, 2), got {cov.shape}")
-    level = _check_level(level)
-    bones = _bones(skeleton, names)
+    level = check_level(level)
+    bones = bone_pairs(skeleton, names)
     colors = [tuple(int(round(255 * c)) for c in rgba[:3]) for rgba in keypoint_colors(k)]
 
     with VideoReader(video_path) as video:

@@ -1,8 +1,8 @@
 """Write the synthetic animal as an ordinary DeepLabCut-style multi-view project.
 
 :func:`write_synthetic_project` simulates the animal (:func:`~.animal.simulate_motion`), builds
-V calibrated cameras (:func:`~.render.make_cameras`) and a scene with a pillar and an occluder
-(:func:`~.render.make_scene`), renders every view (:func:`~.render.iter_view`) and writes::
+V calibrated cameras (:func:`~.scene.make_cameras`) and a scene with a pillar and an occluder
+(:func:`~.scene.make_scene`), renders every view (:func:`~.render.iter_view`) and writes::
 
     <out>/
       config.yaml                      Task, scorer "synthetic", bodyparts, skeleton, video_sets,
@@ -96,10 +96,12 @@ from dgp_pyro.data.synthetic.animal import (
     SKELETON_INDEX,
     simulate_motion,
 )
-from dgp_pyro.data.synthetic.render import iter_view, keypoint_visibility, make_cameras, make_scene
+from dgp_pyro.data.synthetic.render import iter_view, keypoint_visibility
+from dgp_pyro.data.synthetic.scene import make_cameras, make_scene
 from dgp_pyro.data.video import write_video
 from dgp_pyro.errors import DGPError
-from dgp_pyro.geometry.cameras import Camera, CameraGroup
+from dgp_pyro.geometry.camera import Camera
+from dgp_pyro.geometry.camera_group import CameraGroup
 
 SCORER = "synthetic"
 #: Per-session arrays of ground_truth.npz (prefixed with ``<session>/`` when there are several).

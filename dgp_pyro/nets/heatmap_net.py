@@ -1,12 +1,12 @@
-r"""The heatmap network :math:`h_\theta(x)`: a ResNet trunk and a light upsampling head.
+r"""The heatmap network :math:`h_\theta(x)`: a trunk (ResNet, EfficientNet-Lite) and a light upsampling head.
 
 Architecture, for output stride :math:`s \in \{4, 8, 16, 32\}` and :math:`K` keypoints:
 
 .. code-block:: text
 
-    image (B,3,H,W) --ResNet trunk--> C4 (stride 32) --1x1 conv, BN, ReLU--> c0 channels
+    image (B,3,H,W) --trunk--> C4 (stride 32) --1x1 conv, BN, ReLU--> c0 channels
         --[3x3 conv -> PixelShuffle(2) -> BN -> ReLU] x log2(32/s)--> c channels at stride s
-        + lateral 1x1 conv, BN of the trunk stage at stride s (layer1/2/3 for s = 4/8/16)
+        + lateral 1x1 conv, BN of the trunk stage at stride s (ResNet layer1/2/3 for s = 4/8/16)
         --ReLU, 3x3 conv, BN, ReLU--> 3x3 conv --> K logits   (+ 2K offsets if asked)
 
 - The trunk runs at stride 32 (its cheapest form: no dilation), so the head's upsampling costs
@@ -37,11 +37,11 @@ from jaxtyping import Float, UInt8
 from torch import Tensor, nn
 
 from dgp_pyro.errors import DGPError
-from dgp_pyro.nets.backbone import BACKBONE_STRIDE, STAGE_CHANNELS, build_backbone, check_backbone_name
+from dgp_pyro.nets.backbone import BACKBONE_STRIDE, build_backbone, check_backbone_name, lateral_stage
 
-#: Output strides the head supports, and the trunk stage it taps for its skip connection.
+#: Output strides the head supports (the trunk stage tapped for the skip connection at each:
+#: :func:`~dgp_pyro.nets.backbone.lateral_stage`).
 STRIDES = (4, 8, 16, 32)
-_LATERAL_STAGE = {4: "layer1", 8: "layer2", 16: "layer3"}
 
 #: ImageNet statistics, the normalisation torchvision's ResNet weights expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -133,7 +133,6 @@ class HeatmapNet(nn.Module):
                 self._build(weights, head_channels)
 
     def _build(self, weights: str | Path | None, head_channels: int | None) -> None:
-        stages = STAGE_CHANNELS[self.backbone_name]
         self.backbone, channels = build_backbone(self.backbone_name, weights)
         c = head_channels or 128
         self.reduce = nn.Sequential(*_conv_bn_relu(channels, c, 1))
@@ -142,11 +141,10 @@ class HeatmapNet(nn.Module):
             ups.append(_UpBlock(c, max(c // 2, 32)))
             c = max(c // 2, 32)
         self.upsample = nn.Sequential(*ups)
-        self.lateral_stage = _LATERAL_STAGE.get(self.stride)
-        if self.lateral_stage is not None:
-            self.lateral = nn.Sequential(
-                nn.Conv2d(stages[self.lateral_stage], c, 1, bias=False), nn.BatchNorm2d(c)
-            )
+        lateral = lateral_stage(self.backbone_name, self.stride)
+        self.lateral_stage = lateral[0] if lateral is not None else None
+        if lateral is not None:
+            self.lateral = nn.Sequential(nn.Conv2d(lateral[1], c, 1, bias=False), nn.BatchNorm2d(c))
             self.fuse = nn.Sequential(nn.ReLU(inplace=False), *_conv_bn_relu(c, c, 3))
         else:
             self.lateral = None

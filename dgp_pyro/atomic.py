@@ -3,18 +3,24 @@
 Use :func:`atomic_path` for any writer that takes a path (pandas, torch.save, matplotlib, PyAV):
 the writer writes to a temporary file in the same folder, and only a writer that returned
 normally gets its file renamed to the final name (``os.replace`` is atomic on POSIX and
-Windows). An interrupted or failed write leaves the previous file, if any, untouched.
+Windows). An interrupted or failed write leaves the previous file, if any, untouched; a write
+killed outright (``kill -9``) leaves its hidden temporary file, which :func:`remove_stale_temporaries`
+removes on the next run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+#: The names :func:`atomic_path` gives its temporary files (``mkstemp``'s 8 random characters).
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")
 
 
 @contextmanager
@@ -46,3 +52,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def remove_stale_temporaries(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Remove the temporary files a killed :func:`atomic_path` left in ``folder``; return them.
+
+    Only names of the form :func:`atomic_path` makes (``.<stem>.<8 characters>.tmp<suffix>``)
+    are removed. Call it where a run starts, before its own writers start.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = folder.rglob(".*") if recursive else folder.glob(".*")
+    removed = [p for p in found if p.is_file() and _TEMPORARY.match(p.name)]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from dgp_pyro.cli.options import add_view_arguments
+from dgp_pyro.data.output_paths import check_output_file
 from dgp_pyro.data.project import load_project
 from dgp_pyro.data.project_cameras import estimate_project_cameras
 
@@ -51,6 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_file(args.out, "--out")
     project = load_project(args.project, views=args.views, view_layout=getattr(args, "view_layout", None))
     estimate = estimate_project_cameras(
         project, model=args.model, holdout_fraction=args.holdout, seed=args.seed

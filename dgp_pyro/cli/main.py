@@ -20,8 +20,18 @@ from dgp_pyro.errors import DGPError
 VERBS = (synth, info, calibrate, train, predict, evaluate, compare, demo)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit code 2), as every other error.
+
+    argparse's own prints the usage first; the usage stays one ``--help`` away.
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dgp-pyro",
         description="Semi-supervised animal pose tracking (Deep Graph Pose in Pyro), 2D and multi-view 3D.",
     )

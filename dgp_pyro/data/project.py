@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
+from dgp_pyro.data.label_bounds import check_labels_inside_images
 from dgp_pyro.data.label_sources import (
     check_against_config,
     dlc_label_files,
@@ -56,11 +57,15 @@ from dgp_pyro.data.project_config import (
     read_config,
 )
 from dgp_pyro.data.view_layout import (
+    ANIPOSE_CAM_REGEX,
     LAYOUTS,
     SINGLE_VIEW,
     build_folders,
     build_single,
     build_suffix,
+    check_cam_regex,
+    detect_views,
+    label_folder_names,
     pick_layout,
     sessions_of_videos,
 )
@@ -120,6 +125,7 @@ class Project:
         config_path: ``<root>/config.yaml`` if present.
         extra_videos: videos found that belong to no session (folders layout: no view token
             in the name); listed by :meth:`videos` too.
+        label_file_of: each labeled image -> the label file that labels it.
     """
 
     root: Path
@@ -139,6 +145,12 @@ class Project:
     ground_truth: Path | None
     config_path: Path | None
     extra_videos: list[Path] = field(default_factory=list)
+    label_file_of: dict[Path, Path] = field(default_factory=dict)
+
+    def check_labels_inside_images(self) -> None:
+        """Refuse labels outside their image (reads each labeled image's header; see
+        :mod:`dgp_pyro.data.label_bounds`): a damaged label file or a resized image."""
+        check_labels_inside_images(self.image_paths, self.labels, self.label_file_of, self.bodyparts)
 
     # ----------------------------------------------------------------------------------------
     # The 2D network's view of the project.
@@ -294,6 +306,28 @@ def _camera_names(path: Path) -> list[str]:
 # Entry point.
 
 
+def project_cam_regex(root: Path, config: dict[str, Any], config_path: Path | None) -> str | None:
+    """The project's ``cam_regex``: ``multiview.cam_regex`` of config.yaml, else Anipose's config.toml.
+
+    Anipose keeps it in its project's ``config.toml`` (``[triangulation] cam_regex``, or at the
+    top level); ``None`` when neither names one (views are then ``_``/``-``-separated tokens).
+    """
+    section = config.get("multiview")
+    if isinstance(section, dict) and section.get("cam_regex") is not None:
+        return check_cam_regex(section["cam_regex"], config_path)
+    anipose = root / "config.toml"
+    if not anipose.is_file():
+        return None
+    try:
+        data = tomllib.loads(anipose.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise DGPError(f"the Anipose config cannot be read ({error})", anipose) from None
+    triangulation = data.get("triangulation")
+    value = triangulation.get("cam_regex") if isinstance(triangulation, dict) else None
+    value = data.get("cam_regex", value) if value is None else value
+    return None if value is None else check_cam_regex(value, anipose)
+
+
 def load_project(path: str | Path, views: list[str] | None = None, view_layout: str | None = None) -> Project:
     """Load a DeepLabCut or Lightning Pose project.
 
@@ -396,13 +430,30 @@ def load_project(path: str | Path, views: list[str] | None = None, view_layout: 
             label_files[0] if len(label_files) == 1 else root,
             hint="label some frames first",
         )
+    if not any(np.isfinite(s.table.coords).any() for s in sources):
+        rows = sum(len(s.table.image_keys) for s in sources)
+        raise DGPError(
+            f"the project has 0 labeled frames: all {rows} rows of its label file(s) are empty",
+            label_files[0] if len(label_files) == 1 else root,
+            hint="label some keypoints (an empty cell means not labeled)",
+        )
     columns = ordered_union([s.table.keypoints for s in sources])
     config_parts = (
         config_bodyparts(config, config_path, required=fmt == "deeplabcut") if config_path else None
     )
     columns = check_against_config(columns, sources, config_parts, config_path)
 
-    # Views and layout.
+    # Views and layout; Anipose-style names (session0-camA) give their views without --views.
+    cam_regex = project_cam_regex(root, config, config_path)
+    if cam_regex is None and view_layout in (None, "folders"):
+        # Anipose's default naming when it finds the views (or the views given are its cameras)
+        detected = detect_views(label_folder_names(sources), ANIPOSE_CAM_REGEX)
+        if (views is None and len(detected) >= 2) or (views is not None and set(views) <= set(detected)):
+            cam_regex = ANIPOSE_CAM_REGEX
+    if views is None and view_layout in (None, "folders") and cam_regex is not None:
+        detected = detect_views(label_folder_names(sources), cam_regex)
+        if len(detected) >= 2:
+            views = detected
     if views is None:
         if view_layout in ("suffix", "folders"):
             raise DGPError(f"the {view_layout} layout needs the view names", root, hint="pass --views")
@@ -414,7 +465,7 @@ def load_project(path: str | Path, views: list[str] | None = None, view_layout: 
             raise DGPError(f"the single layout has one view, {len(views)} given ({', '.join(views)})", root)
         layout = "single"
     else:
-        layout = pick_layout(views, view_layout, sources, columns, root)
+        layout = pick_layout(views, view_layout, sources, columns, root, cam_regex)
 
     base = {c: c for c in columns}
     if layout == "single":
@@ -424,10 +475,10 @@ def load_project(path: str | Path, views: list[str] | None = None, view_layout: 
         bodyparts, base, built = build_suffix(sources, columns, views, root)
     else:
         bodyparts = columns
-        built = build_folders(sources, bodyparts, views)
+        built = build_folders(sources, bodyparts, views, cam_regex)
 
     skeleton = project_skeleton(config_skeleton(config, config_path), bodyparts, base, config_path)
-    sessions, extra = sessions_of_videos(video_files(root, config), views, layout)
+    sessions, extra = sessions_of_videos(video_files(root, config), views, layout, cam_regex)
     calibration = root / "calibration.toml"
     ground_truth = root / "ground_truth.npz"
     return Project(
@@ -443,5 +494,6 @@ def load_project(path: str | Path, views: list[str] | None = None, view_layout: 
         ground_truth=ground_truth if ground_truth.is_file() else None,
         config_path=config_path,
         extra_videos=extra,
+        label_file_of={image: source.path for source in sources for image in source.images},
         **built,
     )

@@ -3,7 +3,11 @@
 - ``single``: one view (called ``"main"``).
 - ``suffix``: one image holds every view (a mirror); keypoint columns end with ``_<view>``.
 - ``folders``: one label folder and one video per camera, whose names contain the view as a
-  ``_``-separated token; the session is the name without it.
+  ``_``- or ``-``-separated token (``session0_cam0``, ``session0-cam0``); the session is the
+  name without it. With a ``cam_regex`` (Anipose's option: a regular expression whose first
+  group is the camera, Anipose's default :data:`ANIPOSE_CAM_REGEX`), the view of a name is that
+  group and the session the name without the match; :func:`detect_views` finds the views of a
+  project from its names.
 
 :func:`pick_layout` detects the layout; :func:`build_single`, :func:`build_suffix` and
 :func:`build_folders` turn the label sources into the ``(N, V, J, 2)`` labels and per-view
@@ -12,6 +16,7 @@ images of a :class:`~dgp_pyro.data.project.Project`; :func:`sessions_of_videos` 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,11 @@ from dgp_pyro.data.label_sources import LabelSource, ordered_union
 from dgp_pyro.errors import DGPError
 
 __all__ = [
+    "ANIPOSE_CAM_REGEX",
     "LAYOUTS",
+    "check_cam_regex",
+    "detect_views",
+    "label_folder_names",
     "SINGLE_VIEW",
     "build_folders",
     "build_single",
@@ -34,30 +43,73 @@ LAYOUTS = ("single", "folders", "suffix")
 SINGLE_VIEW = "main"
 
 
+#: Anipose's default ``cam_regex`` (digits allowed too): ``session0-camA`` is camera ``A``.
+ANIPOSE_CAM_REGEX = r"-cam([A-Z0-9]+)$"
+_SEPARATORS = re.compile(r"([_-])")
+
+
+def check_cam_regex(cam_regex: str, where: Path | None) -> str:
+    """``cam_regex`` if it compiles and has a group (the camera), else :class:`DGPError`."""
+    try:
+        compiled = re.compile(cam_regex)
+    except (re.error, TypeError) as error:
+        raise DGPError(f"cam_regex {cam_regex!r} is not a regular expression ({error})", where) from None
+    if compiled.groups < 1:
+        raise DGPError(
+            f"cam_regex {cam_regex!r} has no group for the camera name",
+            where,
+            hint="put the camera part in parentheses, e.g. -cam([A-Z0-9]+)$",
+        )
+    return cam_regex
+
+
+def _camera(name: str, cam_regex: str) -> re.Match[str] | None:
+    match = re.search(cam_regex, name)
+    return match if match is not None and match.group(1) else None
+
+
+def detect_views(names: list[str], cam_regex: str) -> list[str]:
+    """The cameras ``cam_regex`` finds in ``names`` (sorted); names it does not match are ignored."""
+    return sorted({m.group(1) for m in (_camera(n, cam_regex) for n in names) if m is not None})
+
+
 def _tokens(name: str) -> list[str]:
-    return name.split("_")
+    """``name`` split at ``_`` and ``-``, separators kept at the odd places."""
+    return _SEPARATORS.split(name)
 
 
-def _find_token(name: str, view: str) -> int | None:
-    """Where the view's tokens sit among the ``_``-separated tokens of ``name``."""
-    tokens, sub = _tokens(name), _tokens(view)
+def _find_token(name: str, view: str, cam_regex: str | None = None) -> int | None:
+    """Where the view sits in ``name``: among its ``_``/``-``-separated tokens, or per ``cam_regex``."""
+    if cam_regex is not None:
+        match = _camera(name, cam_regex)
+        return match.start() if match is not None and match.group(1) == view else None
+    tokens, sub = _tokens(name)[::2], _tokens(view)[::2]
     for i in range(len(tokens) - len(sub) + 1):
         if tokens[i : i + len(sub)] == sub:
             return i
     return None
 
 
-def _views_in_name(name: str, views: list[str]) -> list[str]:
-    return [v for v in views if _find_token(name, v) is not None]
+def _views_in_name(name: str, views: list[str], cam_regex: str | None = None) -> list[str]:
+    return [v for v in views if _find_token(name, v, cam_regex) is not None]
 
 
-def _strip_view(name: str, view: str) -> str:
-    """``name`` with the view token removed: the session (``session0_cam0`` -> ``session0``)."""
-    i = _find_token(name, view)
+def _strip_view(name: str, view: str, cam_regex: str | None = None) -> str:
+    """``name`` without its view: the session (``session0_cam0`` and ``session0-cam0`` -> ``session0``)."""
+    i = _find_token(name, view, cam_regex)
     if i is None:
         return name
-    tokens = _tokens(name)
-    return "_".join(tokens[:i] + tokens[i + len(_tokens(view)) :])
+    if cam_regex is not None:
+        match = _camera(name, cam_regex)
+        return name[: match.start()] + name[match.end() :]
+    parts = _tokens(name)  # token k sits at 2k, the separator after it at 2k + 1
+    n = len(_tokens(view)[::2])
+    start, stop = 2 * i, 2 * (i + n) - 1  # the view's tokens and the separators between them
+    if start > 0:
+        start -= 1  # drop the separator before the view
+    elif stop < len(parts):
+        stop += 1  # a view at the start: drop the separator after it
+    return "".join(parts[:start] + parts[stop:])
 
 
 def _suffix_view(column: str, views: list[str]) -> str | None:
@@ -65,7 +117,7 @@ def _suffix_view(column: str, views: list[str]) -> str | None:
     return max(hits, key=len) if hits else None
 
 
-def _label_folder_names(sources: list[LabelSource]) -> list[str]:
+def label_folder_names(sources: list[LabelSource]) -> list[str]:
     """Folder names the label rows' images sit in (the candidates for view tokens)."""
     names = []
     for source in sources:
@@ -76,13 +128,19 @@ def _label_folder_names(sources: list[LabelSource]) -> list[str]:
 
 
 def pick_layout(
-    views: list[str], layout: str | None, sources: list[LabelSource], columns: list[str], root: Path
+    views: list[str],
+    layout: str | None,
+    sources: list[LabelSource],
+    columns: list[str],
+    root: Path,
+    cam_regex: str | None = None,
 ) -> str:
     """The layout the views fit: keypoint suffixes (``nose_top``) or label folder names."""
     suffix_fit = {v: any(_suffix_view(c, [v]) for c in columns) for v in views}
-    folder_names = _label_folder_names(sources)
+    folder_names = label_folder_names(sources)
     folder_fit = {
-        v: any(s.view == v for s in sources) or any(_find_token(n, v) is not None for n in folder_names)
+        v: any(s.view == v for s in sources)
+        or any(_find_token(n, v, cam_regex) is not None for n in folder_names)
         for v in views
     }
     if layout in (None, "suffix") and all(suffix_fit.values()):
@@ -100,7 +158,8 @@ def pick_layout(
     elif layout == "folders":
         unmatched = [v for v in views if not folder_fit[v]]
         problem = (
-            f"no label folder name contains view(s) {', '.join(unmatched)} as a '_'-separated part; "
+            f"no label folder name contains view(s) {', '.join(unmatched)} as a '_'- or '-'-separated "
+            f"part{'' if cam_regex is None else f' (cam_regex {cam_regex!r})'}; "
             f"found {found_folders}"
         )
     else:
@@ -193,13 +252,15 @@ def build_suffix(
     )
 
 
-def _row_view_session(source: LabelSource, key: str, views: list[str]) -> tuple[str, str]:
+def _row_view_session(
+    source: LabelSource, key: str, views: list[str], cam_regex: str | None = None
+) -> tuple[str, str]:
     folder = Path(key.replace("\\", "/")).parent.name
     if source.view is not None:
-        return source.view, _strip_view(folder, source.view)
-    hits = _views_in_name(folder, views)
+        return source.view, _strip_view(folder, source.view, cam_regex)
+    hits = _views_in_name(folder, views, cam_regex)
     if len(hits) == 1:
-        return hits[0], _strip_view(folder, hits[0])
+        return hits[0], _strip_view(folder, hits[0], cam_regex)
     found = f"several views ({', '.join(hits)})" if hits else f"none of the views {', '.join(views)}"
     raise DGPError(
         f"image folder {folder!r} of row {key!r} names {found}",
@@ -208,11 +269,13 @@ def _row_view_session(source: LabelSource, key: str, views: list[str]) -> tuple[
     )
 
 
-def build_folders(sources: list[LabelSource], bodyparts: list[str], views: list[str]) -> dict[str, Any]:
+def build_folders(
+    sources: list[LabelSource], bodyparts: list[str], views: list[str], cam_regex: str | None = None
+) -> dict[str, Any]:
     # A DeepLabCut label folder names its view (labeled-data/session0_cam0/CollectedData_x.csv).
     for source in sources:
         if source.view is None and source.label_folder is not None:
-            hits = _views_in_name(source.label_folder, views)
+            hits = _views_in_name(source.label_folder, views, cam_regex)
             if len(hits) != 1:
                 found = (
                     f"several views ({', '.join(hits)})" if hits else f"none of the views {', '.join(views)}"
@@ -231,7 +294,7 @@ def build_folders(sources: list[LabelSource], bodyparts: list[str], views: list[
     folders: dict[tuple[str, int], tuple[Path, str]] = {}  # (session, view) -> image folder, key prefix
     for source in sources:
         for i, key in enumerate(source.table.image_keys):
-            view, session = _row_view_session(source, key, views)
+            view, session = _row_view_session(source, key, views, cam_regex)
             v = v_of[view]
             for name in source.table.keypoints:
                 present[v, j_of[name]] = True
@@ -276,17 +339,17 @@ def build_folders(sources: list[LabelSource], bodyparts: list[str], views: list[
 
 
 def sessions_of_videos(
-    videos: list[Path], views: list[str], layout: str
+    videos: list[Path], views: list[str], layout: str, cam_regex: str | None = None
 ) -> tuple[dict[str, dict[str, Path]], list[Path]]:
     sessions: dict[str, dict[str, Path]] = {}
     extra: list[Path] = []
     for video in videos:
         if layout == "folders":
-            hits = _views_in_name(video.stem, views)
+            hits = _views_in_name(video.stem, views, cam_regex)
             if len(hits) != 1:
                 extra.append(video)
                 continue
-            view_map = sessions.setdefault(_strip_view(video.stem, hits[0]), {})
+            view_map = sessions.setdefault(_strip_view(video.stem, hits[0], cam_regex), {})
             if hits[0] in view_map:
                 extra.append(video)
             else:

@@ -42,7 +42,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import arviz as az
 import numpy as np
 
 from dgp_pyro.data.labels import read_labels
@@ -64,6 +63,14 @@ from dgp_pyro.posterior.posterior2d import image_posteriors
 from dgp_pyro.run.config import CONFIG
 from dgp_pyro.run.folder import Run, load_run
 from dgp_pyro.train.joint import ELBO_LOG
+
+with warnings.catch_warnings():
+    # ArviZ 0.2x warns once a day, on import, that its 1.0 refactor is coming (a FutureWarning
+    # about ArviZ's own API): nothing a dgp-pyro user can act on, so it is kept off the terminal.
+    warnings.filterwarnings(
+        "ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning
+    )
+    import arviz as az
 
 #: The PCK radius reported, pixels.
 PCK_PX = 5.0
@@ -93,11 +100,19 @@ def elbo_per_frame(run_dir: str | Path) -> float | None:
         return None
     try:
         with open(path, newline="") as handle:
-            losses = [
-                float(row["loss"]) for row in csv.DictReader(handle) if row.get("loss") not in (None, "")
-            ]
-    except (OSError, ValueError, KeyError) as error:
-        raise DGPError(f"cannot read the ELBO log ({error})", path) from error
+            rows = list(csv.DictReader(handle))
+        for line, row in enumerate(rows, start=2):
+            if None in row or None in row.values():  # a row with too few or too many cells
+                cells = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None, []))
+                raise DGPError(
+                    f"line {line} of the ELBO log has {cells} cells, the header {len(row) - (None in row)}: "
+                    "the file was cut or damaged",
+                    path,
+                    hint="restore it from a copy of the run, or resume the run to rewrite it",
+                )
+        losses = [float(row["loss"]) for row in rows if row.get("loss") not in (None, "")]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, csv.Error) as error:
+        raise DGPError(f"cannot read the ELBO log ({type(error).__name__})", path) from None
     if not losses:
         return None
     tail = losses[-max(1, math.ceil(ELBO_TAIL * len(losses))) :]

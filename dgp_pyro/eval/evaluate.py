@@ -295,7 +295,23 @@ def evaluate_run(
     """Everything ``dgp-pyro evaluate`` reports, as one JSON-able dict (see the module doc)."""
     if batch_size < 1:
         raise DGPError(f"--batch-size {batch_size} must be at least 1")
+    run.require_finished()  # an unfinished run's intervals are not calibrated
     project = run.project()
+    truth_path = None
+    if truth is not None:  # checked before any work (and any cached prediction) is written
+        if truth == PROJECT_TRUTH:
+            if project.ground_truth is None:
+                raise DGPError(
+                    "--truth: the project has no ground_truth.npz",
+                    project.root,
+                    hint="name one: --truth FILE",
+                )
+            truth_path = project.ground_truth
+        else:
+            truth_path = Path(truth)
+        if not truth_path.is_file():
+            raise DGPError("--truth: ground-truth file not found", truth_path)
+        load_truth(truth_path)  # a damaged file is refused before any prediction is cached
     network = NetworkOnce(run, device)
     result: dict[str, Any] = {"run": str(run.path), "model": run.config.model, "scorer": run.scorer}
     result.update(evaluate_test_images(run, project, network, batch_size, use_cache))
@@ -311,17 +327,7 @@ def evaluate_run(
             coverage, standard_error = out_of_sample.get(float(level), (None, None))
             result[f"coverage_loo_{infix}{level_tag(level)}"] = coverage
             result[f"coverage_loo_{infix}se_{level_tag(level)}"] = standard_error
-    if truth is not None:
-        if truth == PROJECT_TRUTH:
-            if project.ground_truth is None:
-                raise DGPError(
-                    "--truth: the project has no ground_truth.npz",
-                    project.root,
-                    hint="name one: --truth FILE",
-                )
-            truth_path = project.ground_truth
-        else:
-            truth_path = Path(truth)
+    if truth_path is not None:
         detail = evaluate_truth(run, project, network, truth_path, batch_size, use_cache, progress)
         for subset in TRUTH_SUBSETS:
             prefix = "truth_" if subset == "all" else f"truth_{subset}_"

@@ -9,6 +9,7 @@ ground-truth session belongs to.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,15 @@ def load_truth(path: Path) -> dict[str, Any]:
     try:
         with np.load(path, allow_pickle=False) as data:
             raw = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as error:
-        raise DGPError(f"cannot read the ground truth as .npz ({error})", path) from error
+    except (OSError, ValueError, EOFError) as error:
+        # NumPy's own advice (allow_pickle=True: run the code a file holds) is wrong for a user
+        if not zipfile.is_zipfile(path):
+            reason = "not an .npz file (a zip of NumPy arrays)"
+        elif "allow_pickle" in str(error):
+            reason = "it holds Python objects, not plain arrays"
+        else:
+            reason = str(error).split(". ")[0][:160] or type(error).__name__
+        raise DGPError(f"cannot read the ground truth as .npz ({reason})", path) from None
     if "keypoints" not in raw:
         raise DGPError("the ground truth lacks keypoints", path, hint="expected keypoints (J,)")
     names = [str(s) for s in raw.get("sessions", [])]

@@ -17,6 +17,7 @@ mirror rig: ``--views top bot``) gets its cameras estimated from the labels firs
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from dgp_pyro.atomic import atomic_write_json, atomic_write_text
+from dgp_pyro.data.output_paths import check_output_folder
 from dgp_pyro.data.project import Project, load_project
 from dgp_pyro.data.project_cameras import estimate_project_cameras
 from dgp_pyro.data.synthetic import write_synthetic_project
@@ -38,7 +40,7 @@ from dgp_pyro.paths import BUNDLED_PROJECT
 from dgp_pyro.posterior.fit import fit_run
 from dgp_pyro.posterior.marginals import KeypointPosterior, interval_coverage
 from dgp_pyro.run.config import RunConfig
-from dgp_pyro.run.folder import Run, load_run
+from dgp_pyro.run.folder import FINISHED, Run, load_run
 
 #: The demo's models, in report order.
 DEMO_MODELS = ("supervised", "dgp", "dgp3d")
@@ -82,8 +84,12 @@ def run_demo(
     """
     say = say or (lambda message: None)
     models = list(models)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(out, "--out")  # before any work
+    if steps < 1:
+        raise DGPError(f"--steps {steps} must be at least 1")
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise DGPError(f"unknown model(s) {', '.join(unknown)}", hint=f"models: {', '.join(MODELS)}")
     started = time.perf_counter()
     if project_path is not None:
         project_dir = Path(project_path)
@@ -96,15 +102,13 @@ def run_demo(
             write_synthetic_project(project_dir, views=3, frames=600, labeled=20, seed=seed)
     project = load_project(project_dir, views=views, view_layout=view_layout)
     say(f"project {project_dir}: {len(project.frame_keys)} labeled frames, views {', '.join(project.views)}")
-    unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        raise DGPError(f"unknown model(s) {', '.join(unknown)}", hint=f"models: {', '.join(MODELS)}")
     if not project.sessions:
         raise DGPError(
             "the demo predicts the project's videos, and this project has none",
             project.root,
             hint="add the videos the labeled frames came from (videos/), or use dgp-pyro train / evaluate",
         )
+    out.mkdir(parents=True, exist_ok=True)
     cameras_file, cameras = _calibration(project, models, calibration, seed, out, say)
     if calibration is not None and not any(m in MODELS_3D for m in models):
         raise DGPError("--calibration is for the 3D models, and none was asked for", calibration)
@@ -224,11 +228,14 @@ def _score_heldout(run: Run, device: str) -> dict[str, float | None]:
 
 
 def _finished(run_dir: Path, steps: int) -> bool:
-    log = run_dir / "loss.csv"
-    if not log.is_file():
+    """A run trained for ``steps`` and calibrated (its ``finished.json``; see :func:`fit_run`)."""
+    marker = run_dir / FINISHED
+    if not marker.is_file():
         return False
-    lines = log.read_text().strip().splitlines()
-    return len(lines) > 1 and int(float(lines[-1].split(",")[0])) >= steps
+    try:
+        return int(json.loads(marker.read_text()).get("step", 0)) >= steps
+    except (ValueError, AttributeError, TypeError):
+        return False
 
 
 def _score(

@@ -60,7 +60,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import arviz as az
 import numpy as np
 import xarray as xr
 from jaxtyping import Float
@@ -71,6 +70,14 @@ from dgp_pyro.posterior.held_out import held_out_images
 from dgp_pyro.posterior.marginals import DEFAULT_LEVELS, KeypointPosterior
 from dgp_pyro.posterior.posterior2d import image_posteriors, video_posterior
 from dgp_pyro.run.folder import Run
+
+with warnings.catch_warnings():
+    # ArviZ 0.2x warns once a day, on import, that its 1.0 refactor is coming (a FutureWarning
+    # about ArviZ's own API): nothing a dgp-pyro user can act on, so it is kept off the terminal.
+    warnings.filterwarnings(
+        "ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning
+    )
+    import arviz as az
 
 __all__ = [
     "POSTERIOR_VAR",

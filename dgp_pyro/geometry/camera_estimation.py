@@ -261,7 +261,7 @@ def estimate_cameras(
     if model not in MODELS:
         raise DGPError(f"unknown camera model {model!r}", hint=f"use one of {', '.join(MODELS)}")
     if not (0.0 <= float(holdout_fraction) < 1.0):
-        raise DGPError(f"the held-out fraction must be in [0, 1), got {holdout_fraction}")
+        raise DGPError(f"--holdout {holdout_fraction}: the held-out fraction must be in [0, 1)")
     if not robust_scale_px > 0:
         raise DGPError(f"robust_scale_px must be positive, got {robust_scale_px}")
     sizes = _parse_sizes(image_size, n_views)

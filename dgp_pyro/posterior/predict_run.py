@@ -16,6 +16,10 @@ view, so each video given is a session): ``<session>_DGPpyro_<model>_3d.h5`` / `
 reprojection (suffix layout: ``<video stem>_<view>_DGPpyro_<model>``, plus
 ``<video stem>_DGPpyro_<model>`` with every view's columns as in the labels).
 
+:func:`predict_run` is :func:`plan_predictions` (one :class:`PredictionJob` per video, or per
+session in 3D, with its file stem) then :func:`predict_job` for each, with one network; the
+engines of :mod:`dgp_pyro.scale` run the same jobs, anywhere.
+
 :func:`write_video_prediction` is the 2D step that ``dgp-pyro evaluate`` and the demo share: one
 video's posterior, as a table, written.
 """
@@ -28,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from dgp_pyro.atomic import remove_stale_temporaries
+from dgp_pyro.data.output_paths import check_output_folder
 from dgp_pyro.data.predictions import PredictionTable
 from dgp_pyro.data.sessions import session_videos
 from dgp_pyro.errors import DGPError
@@ -39,7 +45,16 @@ from dgp_pyro.posterior.posterior3d import PosteriorModel3D, videos_posterior3d
 from dgp_pyro.posterior.predict import prediction_stem, summaries_to_table, write_prediction_files
 from dgp_pyro.run.folder import Run
 
-__all__ = ["VideoPrediction", "predict_run", "skeleton_edges", "unique_stems", "write_video_prediction"]
+__all__ = [
+    "PredictionJob",
+    "VideoPrediction",
+    "plan_predictions",
+    "predict_job",
+    "predict_run",
+    "skeleton_edges",
+    "unique_stems",
+    "write_video_prediction",
+]
 
 
 @dataclass
@@ -105,6 +120,92 @@ def write_video_prediction(
     return posterior, table, write_prediction_files(table, out_dir, stem)
 
 
+@dataclass(frozen=True)
+class PredictionJob:
+    """One unit of ``dgp-pyro predict``: a video (2D) or a session's videos (3D), and its file stem."""
+
+    videos: tuple[Path, ...]
+    stem: str
+
+
+def plan_predictions(run: Run, videos: Sequence[str | Path] | None = None) -> list[PredictionJob]:
+    """The jobs :func:`predict_run` works through: one per video (2D) or per session (3D).
+
+    Raises:
+        DGPError: a video that is not a file, a project without videos, or (3D) a number of
+            videos that is not a whole number of sessions.
+    """
+    given = [Path(v) for v in videos or ()]
+    for video in given:
+        if not video.is_file():
+            raise DGPError("video not found", video)
+    if not given:
+        videos_2d = run.project().videos()
+        if not videos_2d:
+            raise DGPError(
+                "the run's project has no videos to predict",
+                run.config.project,
+                hint="name the videos: dgp-pyro predict RUN VIDEO ...",
+            )
+    else:
+        videos_2d = given
+    if not is_3d(run.config.model):
+        stems = unique_stems(videos_2d, run.scorer)
+        return [PredictionJob((Path(v),), s) for v, s in zip(videos_2d, stems, strict=True)]
+    model = PosteriorModel3D.from_run(run)
+    channels = model.channels
+    per_session = channels.num_images  # videos per session: one per view, or one holding them all
+    if given:
+        if len(given) % per_session:
+            raise DGPError(
+                f"{len(given)} videos for a {len(model.views)}-view run: give one video per view "
+                f"({', '.join(model.views)}) for each session, in that order",
+                given[0],
+            )
+        groups = [given[i : i + per_session] for i in range(0, len(given), per_session)]
+        stems = [f"{group[0].stem}_{run.scorer}" for group in groups]
+    else:
+        sessions = session_videos(run.project())
+        groups = [channels.image_sources(session.videos) for session in sessions]
+        stems = [f"{session.name}_{run.scorer}" for session in sessions]
+    return [PredictionJob(tuple(Path(v) for v in g), s) for g, s in zip(groups, stems, strict=True)]
+
+
+def predict_job(
+    run: Run,
+    job: PredictionJob,
+    network: torch.nn.Module,
+    out: str | Path,
+    levels: Sequence[float] = DEFAULT_LEVELS,
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+    model: PosteriorModel3D | None = None,
+) -> VideoPrediction:
+    """Predict one job of :func:`plan_predictions` and write its files into ``out`` (atomically).
+
+    ``model``: a 3D run's posterior model, built once and shared between sessions (default: built here).
+    """
+    out = Path(out)
+    if not is_3d(run.config.model):
+        (video,) = job.videos
+        posterior, _, paths = write_video_prediction(
+            run, video, out, job.stem, levels, network=network, batch_size=batch_size, progress=progress
+        )
+        return VideoPrediction(
+            [video], job.stem, posterior, list(run.config.keypoints), skeleton_edges(run), out, paths
+        )
+    model = PosteriorModel3D.from_run(run) if model is None else model
+    group = list(job.videos)
+    posterior = videos_posterior3d(
+        run, group, levels, network, batch_size=batch_size, progress=progress, model=model
+    )
+    paths = write_posterior3d(posterior, out, job.stem, run.scorer, videos=model.channels.per_view(group))
+    return VideoPrediction(
+        group, job.stem, posterior, list(posterior.keypoints), list(model.settings.edges), out, paths
+    )
+
+
 def predict_run(
     run: Run,
     videos: Sequence[str | Path] | None = None,
@@ -127,65 +228,13 @@ def predict_run(
     """
     if batch_size < 1:
         raise DGPError(f"--batch-size {batch_size} must be at least 1")
-    given = [Path(v) for v in videos or ()]
-    for video in given:
-        if not video.is_file():
-            raise DGPError("video not found", video)
-    if not given:
-        videos_2d = run.project().videos()
-        if not videos_2d:
-            raise DGPError(
-                "the run's project has no videos to predict",
-                run.config.project,
-                hint="name the videos: dgp-pyro predict RUN VIDEO ...",
-            )
-    else:
-        videos_2d = given
-    out = Path(out) if out else run.predictions_dir
+    run.require_finished()  # an unfinished run's intervals are not calibrated
+    jobs = plan_predictions(run, videos)
+    out = check_output_folder(Path(out) if out else run.predictions_dir, "--out")
+    remove_stale_temporaries(out)  # left by a predict killed while writing
     network = run.network(device, checkpoint=checkpoint)
-    if is_3d(run.config.model):
-        yield from _predict_3d(run, network, given, out, levels, batch_size, progress)
-        return
-    edges = skeleton_edges(run)
-    for video, stem in zip(videos_2d, unique_stems(videos_2d, run.scorer), strict=True):
-        posterior, _, paths = write_video_prediction(
-            run, video, out, stem, levels, network=network, batch_size=batch_size, progress=progress
+    model = PosteriorModel3D.from_run(run) if is_3d(run.config.model) else None
+    for job in jobs:
+        yield predict_job(
+            run, job, network, out, levels, batch_size=batch_size, progress=progress, model=model
         )
-        yield VideoPrediction([video], stem, posterior, list(run.config.keypoints), edges, out, paths)
-
-
-def _predict_3d(
-    run: Run,
-    network: torch.nn.Module,
-    videos: list[Path],
-    out: Path,
-    levels: Sequence[float],
-    batch_size: int,
-    progress: bool,
-) -> Iterator[VideoPrediction]:
-    """3D runs: the posterior of each session (all views together), 3D table plus 2D files per view."""
-    model = PosteriorModel3D.from_run(run)
-    channels = model.channels
-    per_session = channels.num_images  # videos per session: one per view, or one holding them all
-    if videos:
-        if len(videos) % per_session:
-            raise DGPError(
-                f"{len(videos)} videos for a {len(model.views)}-view run: give one video per view "
-                f"({', '.join(model.views)}) for each session, in that order",
-                videos[0],
-            )
-        groups = [videos[i : i + per_session] for i in range(0, len(videos), per_session)]
-        stems = [f"{group[0].stem}_{run.scorer}" for group in groups]
-    else:
-        sessions = session_videos(run.project())
-        groups = [channels.image_sources(session.videos) for session in sessions]
-        stems = [f"{session.name}_{run.scorer}" for session in sessions]
-    for group, stem in zip(groups, stems, strict=True):
-        posterior = videos_posterior3d(
-            run, group, levels, network, batch_size=batch_size, progress=progress, model=model
-        )
-        paths = write_posterior3d(posterior, out, stem, run.scorer, videos=channels.per_view(group))
-        yield VideoPrediction(
-            [Path(v) for v in group], stem, posterior, list(posterior.keypoints), list(model.settings.edges),
-            out, paths,
-        )  # fmt: skip

@@ -106,7 +106,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... by cause
         raise DGPError(
-            f"checkpoint cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:200]})",
+            f"checkpoint cannot be read ({_reason(error)})",
             path,
             hint="the file is corrupt or truncated; delete it and resume from a step_<N>.pt snapshot, "
             "or retrain",
@@ -121,6 +121,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             hint="upgrade dgp-pyro",
         )
     return state
+
+
+def _reason(error: Exception) -> str:
+    """Why torch could not load a file, without its advice to load untrusted pickles.
+
+    torch suggests ``weights_only=False`` (running whatever code the file holds); a checkpoint
+    of ours never needs that, so the advice is dropped.
+    """
+    text = " ".join(str(error).split())
+    if "weights_only" in text or "Weights only load failed" in text:
+        return "it holds objects other than tensors and plain values: not a dgp-pyro checkpoint"
+    # the first sentence only: torch goes on with advice for its own developers
+    first = text.split(". ")[0][:160] if text else ""
+    if "central directory" in first or "zip archive" in first:
+        first = "the file is truncated, or not a checkpoint"
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def check_keypoints(

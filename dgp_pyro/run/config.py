@@ -112,6 +112,14 @@ class RunConfig:
             )
         if "project" not in data:
             raise DGPError("the run config names no project", path)
+        for name, value in data.items():
+            expected = _FIELD_CHECKS[name]
+            if not expected[0](value):
+                raise DGPError(
+                    f"setting {name!r} is {value!r}, not {expected[1]}",
+                    path,
+                    hint="the file was edited or damaged; restore it or retrain the run",
+                )
         return cls(**data)
 
     @property
@@ -125,6 +133,66 @@ class RunConfig:
         """Names of the settings that differ from ``other``, ignoring ``ignore``."""
         a, b = self.to_dict(), other.to_dict()
         return [name for name in a if name not in ignore and a[name] != b[name]]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _optional(check: Any) -> Any:
+    return lambda value: value is None or check(value)
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+#: What each saved setting must be: a check and its description (for the message).
+_FIELD_CHECKS: dict[str, tuple[Any, str]] = {
+    "project": (_is_str, "a folder name"),
+    "model": (_is_str, "a model name"),
+    "views": (_optional(_is_str_list), "a list of view names or null"),
+    "view_layout": (_optional(_is_str), "a layout name or null"),
+    "backbone": (_is_str, "a backbone name"),
+    "stride": (lambda v: _is_int(v) and v > 0, "a positive whole number"),
+    "weights": (_optional(_is_str), "a weights name or null"),
+    "offset_head": (lambda v: isinstance(v, bool), "true or false"),
+    "size": (_optional(_is_size), "[W, H] in positive whole pixels or null"),
+    "steps": (lambda v: _is_int(v) and v > 0, "a positive whole number"),
+    "batch_size": (lambda v: _is_int(v) and v > 0, "a positive whole number"),
+    "lr": (_is_number, "a number"),
+    "weight_decay": (_is_number, "a number"),
+    "warmup_steps": (_optional(lambda v: _is_int(v) and v >= 0), "a whole number or null"),
+    "lr_schedule": (_is_str, "a schedule name"),
+    "min_lr_factor": (_is_number, "a number"),
+    "clip_grad_norm": (_is_number, "a number"),
+    "sigma": (_optional(_is_number), "a number or null"),
+    "absent_weight": (_optional(_is_number), "a number or null"),
+    "seed": (_is_int, "a whole number"),
+    "holdout": (lambda v: _is_number(v) or _is_str(v), "a fraction or a file name"),
+    "device": (_is_str, "a device name"),
+    "checkpoint_every": (lambda v: _is_int(v) and v > 0, "a positive whole number"),
+    "keep_checkpoints": (lambda v: _is_int(v) and v >= 0, "a whole number"),
+    "augment": (lambda v: isinstance(v, dict), "an object"),
+    "keypoints": (_is_str_list, "a list of keypoint names"),
+    "skeleton": (
+        lambda v: isinstance(v, list) and all(_is_str_list(e) and len(e) == 2 for e in v),
+        "a list of keypoint pairs",
+    ),
+    "model_options": (lambda v: isinstance(v, dict), "an object"),
+}
 
 
 def read_run_config(path: str | Path) -> RunConfig:

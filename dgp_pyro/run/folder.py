@@ -7,6 +7,10 @@ Layout of ``RUN/`` (every file written atomically)::
     loss.csv               step, loss, lr, seconds (wall time since the run started, resumes included)
     checkpoints/last.pt    the newest checkpoint (model, optimizer, scheduler, step, RNG states)
     checkpoints/step_N.pt  snapshots every ``checkpoint_every`` steps, the newest few kept
+    posterior_calibration.json  the posterior's calibration (written after the last step)
+    finished.json          written last, once training and calibration are complete: a run
+                           without it is unfinished (killed, or still training), and predict and
+                           evaluate refuse it with how to finish it (``train ... --resume``)
     predictions/           prediction files written by ``dgp-pyro predict`` / ``evaluate``
 
 The folder is model-agnostic: every trainer (``supervised`` here; the Deep Graph Pose
@@ -24,17 +28,18 @@ from typing import Any
 
 import torch
 
-from dgp_pyro.atomic import atomic_path, atomic_write_json
+from dgp_pyro.atomic import atomic_path, atomic_write_json, remove_stale_temporaries
 from dgp_pyro.data.project import Project, load_project
 from dgp_pyro.errors import DGPError
 from dgp_pyro.nets.heatmap_net import HeatmapNet
-from dgp_pyro.run.checkpoint import check_keypoints, load_checkpoint
+from dgp_pyro.run.checkpoint import LAST, Checkpointer, check_keypoints, load_checkpoint
 from dgp_pyro.run.config import CONFIG, RunConfig, read_json, read_run_config
 
 SPLIT = "split.json"
 LOSS_LOG = "loss.csv"
 CHECKPOINTS = "checkpoints"
 PREDICTIONS = "predictions"
+FINISHED = "finished.json"
 LOSS_COLUMNS = ("step", "loss", "lr", "seconds")
 
 
@@ -121,6 +126,35 @@ class Run:
     def read_loss_log(self) -> list[dict[str, float]]:
         return read_loss_log(self.loss_log)
 
+    @property
+    def finished(self) -> bool:
+        """Whether training and the posterior calibration both completed (``finished.json``)."""
+        return (self.path / FINISHED).is_file()
+
+    def require_finished(self) -> None:
+        """Raise :class:`DGPError` unless the run is finished, saying how to finish it."""
+        if self.finished:
+            return
+        resume = f"dgp-pyro train {self.config.project} --out {self.path} --resume"
+        if not self.last_checkpoint.is_file() and not Checkpointer(self.checkpoints_dir).snapshots():
+            raise DGPError(
+                "the run is unfinished: training stopped before its first checkpoint",
+                self.path,
+                hint=f"train it again: `dgp-pyro train {self.config.project} --out {self.path}` "
+                "with its settings",
+            )
+        raise DGPError(
+            "the run is unfinished (training or its posterior calibration did not complete)",
+            self.path,
+            hint=f"finish it with `{resume}`",
+        )
+
+
+def mark_finished(run: Run) -> None:
+    """Write ``RUN/finished.json``: the run's last file, after its calibration."""
+    log = run.read_loss_log()
+    atomic_write_json(run.path / FINISHED, {"step": int(log[-1]["step"]) if log else 0})
+
 
 def build_network(config: RunConfig, pretrained: bool = True, seed: int | None = None) -> HeatmapNet:
     """A fresh :class:`~dgp_pyro.nets.HeatmapNet` for ``config``.
@@ -164,9 +198,25 @@ def load_run(path: str | Path) -> Run:
             f"not a run folder (no {CONFIG})", path, hint="give the --out folder of `dgp-pyro train`"
         )
     config = read_run_config(config_path)
-    split_path = path / SPLIT
-    split = read_json(split_path) if split_path.is_file() else {"train": [], "test": []}
-    return Run(path=path, config=config, split={"train": list(split["train"]), "test": list(split["test"])})
+    return Run(path=path, config=config, split=read_split(path / SPLIT))
+
+
+def read_split(path: Path) -> dict[str, list[str]]:
+    """A run's ``split.json``: ``{"train": [image keys], "test": [image keys]}``, checked."""
+    if not path.is_file():
+        raise DGPError(
+            "the run's split.json is missing (it lists the training and held-out frames)",
+            path,
+            hint="restore it from a copy of the run, or retrain",
+        )
+    split = read_json(path)
+    ok = isinstance(split, dict) and all(
+        isinstance(split.get(key), list) and all(isinstance(v, str) for v in split[key])
+        for key in ("train", "test")
+    )
+    if not ok:
+        raise DGPError('not a split: want {"train": [image keys], "test": [image keys]}', path)
+    return {"train": list(split["train"]), "test": list(split["test"])}
 
 
 def write_split(run_dir: Path, split: dict[str, list[str]]) -> None:
@@ -186,7 +236,8 @@ def prepare_run_dir(out: str | Path, config: RunConfig, resume: bool) -> tuple[P
         raise DGPError("--out exists and is not a folder", out)
     if not resume:
         # A folder whose run never reached its first checkpoint holds nothing worth keeping.
-        if existing.is_file() and (out / CHECKPOINTS / "last.pt").is_file():
+        checkpoints = out / CHECKPOINTS
+        if existing.is_file() and ((checkpoints / LAST).is_file() or Checkpointer(checkpoints).snapshots()):
             raise DGPError(
                 "--out already holds a run",
                 out,
@@ -198,6 +249,8 @@ def prepare_run_dir(out: str | Path, config: RunConfig, resume: bool) -> tuple[P
             "--resume: no run to resume here (no config.json)", out, hint="drop --resume to start one"
         )
     saved = read_run_config(existing)
+    read_loss_log(out / LOSS_LOG)  # a damaged log is refused before anything is written
+    recover_last_checkpoint(out / CHECKPOINTS)
     # Settings left at "default" (None) take the saved run's resolved values.
     for name in ("size", "sigma", "warmup_steps", "absent_weight"):
         if getattr(config, name) is None:
@@ -218,6 +271,35 @@ def prepare_run_dir(out: str | Path, config: RunConfig, resume: bool) -> tuple[P
     return out, saved
 
 
+def recover_last_checkpoint(folder: Path) -> Path | None:
+    """Make ``last.pt`` the newest complete checkpoint; return it (``None``: there is none).
+
+    A run killed at any moment keeps a readable ``last.pt`` (every write is atomic), but one
+    deleted or damaged by hand is replaced by the newest ``step_<N>.pt`` snapshot that loads,
+    so ``--resume`` continues from there. Temporary files of a killed write are removed.
+    """
+    remove_stale_temporaries(folder)
+    last = folder / LAST
+    problem: DGPError | None = None
+    if last.is_file():
+        try:
+            load_checkpoint(last)
+            return last
+        except DGPError as error:
+            problem = error
+    for _, snapshot in reversed(Checkpointer(folder).snapshots()):
+        try:
+            load_checkpoint(snapshot)
+        except DGPError:
+            continue
+        with atomic_path(last) as tmp:
+            tmp.write_bytes(snapshot.read_bytes())
+        return last
+    if problem is not None:
+        raise problem
+    return None
+
+
 # --------------------------------------------------------------------------- loss log
 
 
@@ -225,11 +307,20 @@ def read_loss_log(path: str | Path) -> list[dict[str, float]]:
     path = Path(path)
     if not path.is_file():
         return []
-    with open(path, newline="") as handle:
-        return [
-            {"step": int(row["step"]), **{k: float(row[k]) for k in LOSS_COLUMNS[1:]}}
-            for row in csv.DictReader(handle)
-        ]
+    try:
+        with open(path, newline="") as handle:
+            rows = [
+                {"step": int(row["step"]), **{k: float(row[k]) for k in LOSS_COLUMNS[1:]}}
+                for row in csv.DictReader(handle)
+            ]
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, csv.Error) as error:
+        raise DGPError(
+            f"the loss log cannot be read ({type(error).__name__}); want the columns "
+            f"{', '.join(LOSS_COLUMNS)}",
+            path,
+            hint="restore it, or delete it to start a new log",
+        ) from None
+    return rows
 
 
 def write_loss_log(path: str | Path, rows: list[dict[str, float]]) -> None:

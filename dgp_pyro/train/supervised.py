@@ -151,6 +151,7 @@ def prepare_training(config: RunConfig, out_dir: str | Path, resume: bool = Fals
     config.skeleton = [[keypoints[a], keypoints[b]] for a, b in project.network_skeleton()]
     samples = project.network_samples()
     _check_images_exist(samples.image_paths)
+    project.check_labels_inside_images()  # a resized image or a damaged label file: refused
 
     if config.size is None:
         config.size = list(default_size(*image_size(samples.image_paths[0])))

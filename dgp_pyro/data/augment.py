@@ -12,7 +12,7 @@ without a half-pixel shift.
 
 **Training size.** The network sees every image at one size ``W x H``, both multiples of 32
 (the backbone's total downsampling). :func:`default_size` picks it from the project's image
-size: each side is scaled by one factor so that the long side is at most 384 pixels (images
+size: each side is scaled by one factor so that the long side is at most 320 pixels (images
 smaller than that are not enlarged), then rounded to the nearest multiple of 32 (at least 32).
 The size is stored in the run's ``config.json`` and reused by prediction.
 
@@ -43,7 +43,7 @@ from dgp_pyro.errors import DGPError
 #: Both sides of a training image must be multiples of this (ResNet's total downsampling).
 SIZE_MULTIPLE = 32
 #: :func:`default_size` scales images down so that their long side is at most this.
-DEFAULT_MAX_SIDE = 384
+DEFAULT_MAX_SIDE = 320
 
 
 # --------------------------------------------------------------------------- sizes

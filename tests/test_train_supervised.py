@@ -122,6 +122,35 @@ def test_learning_beats_mean_pose_and_evaluate_reports_it(learned_run, synth1):
     assert code == 0 and "rmse_px" in stdout and "held-out labeled frames" in stdout
 
 
+def test_evaluate_errors_writes_the_analysis(learned_run, tmp_path):
+    """--errors: one CSV row per labeled held-out keypoint, errors equal to evaluate's, worst first."""
+    import csv
+
+    from dgp_pyro.eval.error_analysis import ERROR_KINDS
+
+    out = tmp_path / "errors"
+    code, stdout, stderr = cli("evaluate", learned_run, "--errors", out, "--worst", 3, "--json")
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    with open(out / "errors.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == result["n"]
+    errors = np.array([float(r["error_px"]) for r in rows])
+    assert np.sqrt(np.mean(errors**2)) == pytest.approx(result["rmse_px"], abs=0.01)
+    assert {r["kind"] for r in rows} <= set(ERROR_KINDS)
+    summary = result["errors"]
+    assert (
+        summary["n_gross"]
+        == int((errors > 20).sum())
+        == sum(n for kind, n in summary["error_kinds"].items() if kind != "ok")
+    )
+    drawn = sorted((out / "worst").glob("*.png"))
+    assert [p.name[:3] for p in drawn] == ["01_", "02_", "03_"]
+    worst = max(rows, key=lambda r: float(r["error_px"]))
+    assert drawn[0].name.endswith(f"_{worst['keypoint']}.png")
+    assert (out / "error_histograms.png").stat().st_size > 0
+
+
 def test_run_folder_contents(learned_run, synth1):
     run = load_run(learned_run)
     config = json.loads((learned_run / "config.json").read_text())

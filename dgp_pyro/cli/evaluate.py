@@ -38,6 +38,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-cache", action="store_true", help="predict again even if predictions are cached"
     )
+    parser.add_argument(
+        "--errors",
+        default=None,
+        metavar="DIR",
+        help="also write where the held-out errors come from: errors.csv (each keypoint's error, "
+        "heatmap peak and kind: swap, posterior, other_mode, missed), error_histograms.png and "
+        "the worst cases on their images with their heatmaps (worst/)",
+    )
+    parser.add_argument(
+        "--worst", type=int, default=12, metavar="N", help="worst keypoints drawn with --errors (default 12)"
+    )
     return parser
 
 
@@ -50,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         use_cache=not args.no_cache,
         progress=not args.json,
+        errors_dir=args.errors,
+        worst=args.worst,
     )
     if args.json:
         print(json.dumps(result))
@@ -83,6 +96,14 @@ def run(args: argparse.Namespace) -> int:
                 )
     else:
         print("no held-out labeled frames to score (train with --holdout)")
+    if "errors" in result:
+        summary = result["errors"]
+        kinds = ", ".join(f"{n} {kind}" for kind, n in summary["error_kinds"].items() if kind != "ok" and n)
+        print(
+            f"gross errors {summary['n_gross']} keypoints over {summary['gross_threshold_px']:g} px"
+            + (f" ({kinds})" if kinds else "")
+            + f"; analysis in {summary['errors_dir']}"
+        )
     if "truth" in result:
         detail = result["truth"]
         print(

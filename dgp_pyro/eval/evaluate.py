@@ -54,9 +54,11 @@ from typing import Any
 
 import numpy as np
 
+from dgp_pyro.data.dataset import image_size
 from dgp_pyro.data.predictions import PredictionTable
 from dgp_pyro.data.project import Project
 from dgp_pyro.errors import DGPError
+from dgp_pyro.eval.error_analysis import write_error_analysis
 from dgp_pyro.eval.ground_truth import channel_map, load_truth, truth_session
 from dgp_pyro.eval.metrics import keypoint_errors, mean_pose_baseline, summarize_errors
 from dgp_pyro.eval.prediction_cache import NetworkOnce, cached_table, ensure_3d_tables
@@ -66,7 +68,12 @@ from dgp_pyro.posterior.calibration_file import POSTERIOR_CALIBRATION, out_of_sa
 from dgp_pyro.posterior.files3d import read_points3d
 from dgp_pyro.posterior.marginals import level_tag
 from dgp_pyro.posterior.posterior2d import image_posteriors
-from dgp_pyro.posterior.predict import prediction_stem, summaries_to_table, write_prediction_files
+from dgp_pyro.posterior.predict import (
+    image_heatmaps,
+    prediction_stem,
+    summaries_to_table,
+    write_prediction_files,
+)
 from dgp_pyro.posterior.predict_run import write_video_prediction
 from dgp_pyro.run.folder import Run
 
@@ -85,9 +92,16 @@ def plus_minus(standard_error: float | None) -> str:
 
 
 def evaluate_test_images(
-    run: Run, project: Project, network: NetworkOnce, batch_size: int = 16, use_cache: bool = True
+    run: Run,
+    project: Project,
+    network: NetworkOnce,
+    batch_size: int = 16,
+    use_cache: bool = True,
+    errors_dir: str | Path | None = None,
+    worst: int = 12,
 ) -> dict[str, Any]:
-    """Metrics on the run's held-out labeled images (see the module doc)."""
+    """Metrics on the run's held-out labeled images (see the module doc); with ``errors_dir``,
+    also the error analysis of :mod:`dgp_pyro.eval.error_analysis` (its summary under ``errors``)."""
     keypoints = list(run.config.keypoints)
     samples = project.network_samples()
     index_of = {key: i for i, key in enumerate(samples.image_keys)}
@@ -129,6 +143,21 @@ def evaluate_test_images(
     out.update(table_coverage(table, truth))
     baseline = mean_pose_baseline(samples.labels[train], len(test))
     out["mean_pose_rmse_px"] = summarize_errors(keypoint_errors(baseline, truth), keypoints)["rmse_px"]
+    if errors_dir is not None:
+        paths = [Path(samples.image_paths[i]) for i in test]
+        size = np.asarray(run.size, dtype=np.float64)
+        out["errors"] = write_error_analysis(
+            errors_dir,
+            list(run.split["test"]),
+            paths,
+            keypoints,
+            table.xy,
+            truth,
+            image_heatmaps(network(), paths, run.size),
+            np.array([np.asarray(image_size(p), dtype=np.float64) / size for p in paths]).reshape(-1, 2),
+            int(run.config.stride),
+            worst=worst,
+        )
     return out
 
 
@@ -291,8 +320,14 @@ def evaluate_run(
     batch_size: int = 16,
     use_cache: bool = True,
     progress: bool = False,
+    errors_dir: str | Path | None = None,
+    worst: int = 12,
 ) -> dict[str, Any]:
-    """Everything ``dgp-pyro evaluate`` reports, as one JSON-able dict (see the module doc)."""
+    """Everything ``dgp-pyro evaluate`` reports, as one JSON-able dict (see the module doc).
+
+    ``errors_dir``: also write the error analysis of the held-out keypoints there (``worst``
+    cases drawn; :mod:`dgp_pyro.eval.error_analysis`).
+    """
     if batch_size < 1:
         raise DGPError(f"--batch-size {batch_size} must be at least 1")
     run.require_finished()  # an unfinished run's intervals are not calibrated
@@ -314,7 +349,7 @@ def evaluate_run(
         load_truth(truth_path)  # a damaged file is refused before any prediction is cached
     network = NetworkOnce(run, device)
     result: dict[str, Any] = {"run": str(run.path), "model": run.config.model, "scorer": run.scorer}
-    result.update(evaluate_test_images(run, project, network, batch_size, use_cache))
+    result.update(evaluate_test_images(run, project, network, batch_size, use_cache, errors_dir, worst))
     # Coverage on the held-out labels is in-sample when the variances were fitted to them;
     # the leave-one-out figures from the calibration are not.
     result["posterior_variance_scale"] = variance_scale(run)

@@ -43,6 +43,7 @@ __all__ = [
     "summarize_frames",
     "predict_video",
     "predict_images",
+    "image_heatmaps",
     "summaries_to_table",
     "write_prediction_files",
     "prediction_stem",
@@ -315,6 +316,29 @@ def predict_images(
     finally:
         network.train(was_training)
     return out
+
+
+def image_heatmaps(
+    network: nn.Module, image_paths: Sequence[str | Path], size: Sequence[int]
+) -> Float[np.ndarray, "n k h w"]:
+    """The network's heatmaps (sigmoid probabilities) of images resized to the training ``size``.
+
+    Cell ``(i, j)`` is centred at training pixel ``(j s + (s - 1) / 2, i s + (s - 1) / 2)``,
+    ``s`` the network's stride (:func:`~dgp_pyro.nets.heatmaps.heatmap_grid`).
+    """
+    device = _device_of(network)
+    was_training = network.training
+    network.eval()
+    maps = []
+    try:
+        with torch.inference_mode():
+            for path in image_paths:
+                x = torch.from_numpy(np.ascontiguousarray(read_image(Path(path))))[None]
+                logits = network(normalize_images(resize_frames(x.to(device), size)))
+                maps.append(torch.sigmoid(logits.float())[0].cpu().numpy())
+    finally:
+        network.train(was_training)
+    return np.stack(maps) if maps else np.zeros((0, int(network.num_keypoints), 0, 0), np.float32)
 
 
 def _bar(total: int, enabled: bool, name: str):

@@ -13,7 +13,10 @@ Prints one JSON line with every variant and the ratio dgp / supervised;
 wall-clock training seconds are reported too, since a graphical-model step also sees the
 unlabeled windows. CPU, ``torch.set_num_threads(2)``.
 
-    python benchmarks/bench_dgp_accuracy.py [--quick] [--steps N] [--variants supervised dgp]
+    python benchmarks/bench_dgp_accuracy.py [--quick] [--hard] [--steps N] [--variants supervised dgp]
+
+``--hard`` renders the project with the nuisances of real videos
+(:data:`dgp_pyro.data.synthetic.nuisances.HARD`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--absent-weight", type=float, default=None, help="RunConfig.absent_weight (default: its default)"
     )
     add_model_option_argument(parser, help="a model option")
+    parser.add_argument(
+        "--hard",
+        action="store_true",
+        help="the hard renderer (look-alike limbs, texture, distractors, motion blur, lighting)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keep", type=Path, default=None, help="keep the project and runs here")
     parser.add_argument("--out", type=Path, default=RESULTS / f"{NAME}.json")
@@ -73,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
             labeled=args.labeled + args.calibration_labels,
             seed=args.seed,
             size=size,
+            hard=args.hard,
         )
     options = dict(args.option)
     result: dict = {
@@ -87,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seed": args.seed,
         "threads": args.threads,
         "quick": args.quick,
+        "hard": args.hard,
     }
     try:
         for variant in args.variants:

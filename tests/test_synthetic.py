@@ -25,8 +25,10 @@ from dgp_pyro.data.synthetic import (
     simulate_motion,
     write_synthetic_project,
 )
-from dgp_pyro.data.synthetic.body import KEYPOINT_PARTS, PART_COLOURS
+from dgp_pyro.data.synthetic.body import KEYPOINT_PARTS, LEG_FRONT_LEFT, LEG_FRONT_RIGHT, PART_COLOURS
 from dgp_pyro.data.synthetic.camera_rays import pixel_rays
+from dgp_pyro.data.synthetic.nuisances import HARD, Nuisances, part_colours
+from dgp_pyro.data.synthetic.render import iter_view
 from dgp_pyro.data.video import VideoReader
 from dgp_pyro.errors import DGPError
 from dgp_pyro.geometry.camera_group import CameraGroup
@@ -315,3 +317,62 @@ def test_an_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_synthetic_project(tmp_path / "proj", views=1, frames=4, labeled=1, size=(32, 32))
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- the hard renderer -----------------------------------------------------------------------
+
+
+def test_hard_renderer_adds_each_nuisance_and_stays_seeded(motion):
+
+    cams = make_cameras(1, SIZE, seed=3)
+    scene = make_scene(cams, len(motion), seed=3, points_3d=motion)
+    cam = cams.cameras[0]
+    # fast frames, where the motion blur shows
+    speed = np.linalg.norm(np.diff(motion[:, 4], axis=0), axis=-1)
+    fast = np.sort(np.argsort(speed)[-6:] + 1)
+
+    def render(nuisances, chunk=24, noise=0.0):
+        items = iter_view(motion, cam, scene, seed=3, noise_std=noise, chunk=chunk, return_parts=True,
+                          frame_index=np.arange(len(motion)), nuisances=nuisances)  # fmt: skip
+        return [item for t, item in enumerate(items) if t in set(fast.tolist())]
+
+    plain, hard = render(None), render(HARD)
+    # look-alike limbs: the right legs wear the left legs' colour
+    colours = part_colours(HARD)
+    assert np.allclose(colours[LEG_FRONT_RIGHT], colours[LEG_FRONT_LEFT])
+    assert not np.allclose(PART_COLOURS[LEG_FRONT_RIGHT], PART_COLOURS[LEG_FRONT_LEFT])
+    # texture and distractors: the background off the body changes, with paw-coloured pixels in it
+    frame_plain, parts = plain[0]
+    frame_hard, _ = hard[0]
+    background = parts == 0
+    assert np.abs(frame_hard[background].astype(int) - frame_plain[background].astype(int)).mean() > 5
+    # motion blur: on fast frames the body smears over pixels that the sharp body leaves bare
+    only_blur = render(Nuisances(motion_blur=HARD.motion_blur))
+    changed = [
+        int(((blurred.astype(int) - sharp.astype(int)).__abs__().sum(-1) > 30)[p == 0].sum())
+        for (sharp, p), (blurred, _) in zip(plain, only_blur, strict=True)
+    ]
+    assert max(changed) > 10
+    # lighting: the mean brightness of the same scene varies from frame to frame
+    only_light = render(Nuisances(lighting=HARD.lighting))
+    ratios = [f.mean() / g.mean() for (f, _), (g, _) in zip(only_light, plain, strict=True)]
+    assert np.ptp(ratios) > 0.02
+    # seeded, and the same frames whatever the chunking
+    again = render(HARD, chunk=5, noise=3.0)
+    for (a, _), (b, _) in zip(render(HARD, noise=3.0), again, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_hard_project_has_the_same_labels(tmp_path):
+    easy = write_synthetic_project(tmp_path / "easy", views=1, frames=20, labeled=4, seed=2, size=SIZE)
+    hard = write_synthetic_project(
+        tmp_path / "hard", views=1, frames=20, labeled=4, seed=2, size=SIZE, hard=True
+    )
+    for name in ("labeled-data",):
+        a = sorted(p.relative_to(easy) for p in (easy / name).rglob("*.csv"))
+        assert a == sorted(p.relative_to(hard) for p in (hard / name).rglob("*.csv"))
+        for rel in a:
+            assert (easy / rel).read_text() == (hard / rel).read_text()
+    image = sorted((easy / "labeled-data").rglob("*.png"))[0]
+    other = hard / image.relative_to(easy)
+    assert np.abs(np.asarray(Image.open(image), int) - np.asarray(Image.open(other), int)).mean() > 3

@@ -30,6 +30,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="folders: one video per camera (default); suffix: every view side by side in one image, "
         "as a mirror rig records them (keypoint columns <kp>_<view>)",
     )
+    parser.add_argument(
+        "--hard",
+        action="store_true",
+        help="render with the nuisances of real videos: look-alike left/right limbs, a textured floor, "
+        "part-like distractors, motion blur, lighting changes",
+    )
     return parser
 
 
@@ -42,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         size=args.size,
         layout=args.layout,
+        hard=args.hard,
     )
     print(f"wrote synthetic project to {out}")
     return 0

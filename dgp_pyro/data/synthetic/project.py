@@ -96,6 +96,7 @@ from dgp_pyro.data.synthetic.animal import (
     SKELETON_INDEX,
     simulate_motion,
 )
+from dgp_pyro.data.synthetic.nuisances import HARD
 from dgp_pyro.data.synthetic.render import iter_view, keypoint_visibility
 from dgp_pyro.data.synthetic.scene import make_cameras, make_scene
 from dgp_pyro.data.video import write_video
@@ -243,6 +244,7 @@ def write_synthetic_project(
     fps: float = 30.0,
     sessions: int = 1,
     layout: str = "folders",
+    hard: bool = False,
 ) -> Path:
     """Render the synthetic animal and write it as a DeepLabCut-style project at ``out``.
 
@@ -257,6 +259,9 @@ def write_synthetic_project(
         sessions: number of sessions (separate recordings with the same cameras).
         layout: ``"folders"`` (one video and label folder per view) or ``"suffix"`` (V >= 2:
             every view side by side in one image, a mirror rig's layout; module docstring).
+        hard: render with the nuisances of real videos (:data:`~dgp_pyro.data.synthetic.nuisances.HARD`:
+            look-alike left and right limbs, a textured floor, part-like distractors, motion
+            blur, lighting changes); the poses, cameras and labels are the same as without.
 
     Returns:
         The project folder (absolute).
@@ -292,7 +297,7 @@ def write_synthetic_project(
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        _write(tmp, views, frames, labeled, int(seed), (W, H), float(fps), sessions, layout)
+        _write(tmp, views, frames, labeled, int(seed), (W, H), float(fps), sessions, layout, hard)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
@@ -312,8 +317,10 @@ def _write(
     fps: float,
     sessions: int,
     layout: str = "folders",
+    hard: bool = False,
 ) -> None:
     W, H = size
+    nuisances = HARD if hard else None
     cams = make_cameras(views, size, seed)
     view_names = list(cams.names)
     suffix = layout == "suffix"
@@ -363,7 +370,7 @@ def _write(
             name = _view_name(session, view_names[v], views)
             video = root / "videos" / f"{name}.mp4"
             folder = root / "labeled-data" / name
-            rendered = iter_view(points_3d, cam, scene, s_seed, v)
+            rendered = iter_view(points_3d, cam, scene, s_seed, v, nuisances=nuisances)
             write_video(video, _save_frames(rendered, folder, images), fps, codec="libx264", crf=18)
             video_sets[f"videos/{name}.mp4"] = {"crop": f"0, {W}, 0, {H}"}
             if len(chosen) == 0:
@@ -426,6 +433,7 @@ def _write(
         "fps": float(fps),
         "sessions": sessions,
         "layout": layout,
+        "hard": bool(hard),
         "units": "mm",
     }
     atomic_write_text(root / "config.yaml", yaml.safe_dump(config, sort_keys=False, default_flow_style=None))

@@ -21,7 +21,9 @@ behind a pillar, the occluder or another body part is hidden.
 
 The pieces: :mod:`.scene` (cameras, arena, occluder, light), :mod:`.camera_rays` (pixel rays),
 :mod:`.body` (the body as primitives), :mod:`.raycast` (hits with primitives) and
-:mod:`.static_scene` (floor, walls, pillars); this module shades, composites and adds noise.
+:mod:`.static_scene` (floor, walls, pillars), :mod:`.nuisances` (what the hard renderer adds:
+look-alike limbs, texture, distractors, motion blur, lighting changes); this module shades,
+composites and adds noise.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from jaxtyping import Bool, Float
 
-from dgp_pyro.data.synthetic.animal import KEYPOINTS
+from dgp_pyro.data.synthetic.animal import KEYPOINTS, PAW_RADIUS
 from dgp_pyro.data.synthetic.body import (
     KEYPOINT_RADII,
+    OCCLUDER,
     PART_COLOURS,
     VISIBILITY_TOLERANCE,
     Primitives,
@@ -47,6 +50,14 @@ from dgp_pyro.data.synthetic.camera_rays import (
     focal_length,
     pixel_rays,
     project_points,
+)
+from dgp_pyro.data.synthetic.nuisances import (
+    Nuisances,
+    blur_body,
+    draw_distractors,
+    light_field,
+    part_colours,
+    texture_scene,
 )
 from dgp_pyro.data.synthetic.raycast import (
     cast_primitives,
@@ -66,9 +77,9 @@ _K = {name: i for i, name in enumerate(KEYPOINTS)}
 # ---- shading -----------------------------------------------------------------------------
 
 
-def _shade_parts(ids: np.ndarray, normals: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+def _shade_parts(ids: np.ndarray, normals: np.ndarray, dirs: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Lambertian colour (..., 3) of body hits, with a little specular highlight."""
-    base = PART_COLOURS[ids]
+    base = palette[ids]
     diffuse = np.clip(np.einsum("...k,k->...", normals, LIGHT_DIRECTION), 0, 1)
     half = unit(LIGHT_DIRECTION - dirs)
     spec = np.clip(np.einsum("...k,...k->...", normals, half), 0, 1) ** 24
@@ -88,7 +99,7 @@ def _contact_shadow(floor_points: np.ndarray, frame: np.ndarray, points: np.ndar
     return 1.0 - 0.45 * dark
 
 
-def _draw(rgb, depth, parts, rays, origin, R, focal, camera, prims: Primitives) -> None:
+def _draw(rgb, depth, parts, rays, origin, R, focal, camera, prims: Primitives, palette=PART_COLOURS) -> None:
     """Ray cast ``prims`` (B frames) at the pixels their screen boxes cover; composite by depth."""
     B, H, W = depth.shape
     boxes = screen_boxes(camera, prims, origin, R, focal, W, H)  # (B, N, 4)
@@ -105,7 +116,7 @@ def _draw(rgb, depth, parts, rays, origin, R, focal, camera, prims: Primitives) 
     y, x = np.divmod(rest, W)
     front = t < depth[b, y, x]
     b, y, x, t, normal, ids = b[front], y[front], x[front], t[front], normal[front], ids[front]
-    rgb[b, y, x] = _shade_parts(ids, unit(normal), rays[y, x])
+    rgb[b, y, x] = _shade_parts(ids, unit(normal), rays[y, x], palette)
     depth[b, y, x] = t
     parts[b, y, x] = ids
 
@@ -143,8 +154,11 @@ def iter_view(
     chunk: int = 24,
     return_parts: bool = False,
     frame_index: np.ndarray | None = None,
+    nuisances: Nuisances | None = None,
 ) -> Iterator[np.ndarray | tuple[np.ndarray, np.ndarray]]:
     """Render the frames of one view, one by one (streamed in chunks of ``chunk`` frames).
+
+    ``nuisances``: what makes the images hard (:mod:`.nuisances`; default none: the plain renderer).
 
     Yields uint8 (H, W, 3) RGB frames, or with ``return_parts`` pairs ``(frame, parts)`` where
     ``parts`` (H, W) int8 is the body part id of each pixel before noise (0: scene,
@@ -161,6 +175,11 @@ def iter_view(
     t_static, col_static, floor = static_scene(origin, rays.reshape(-1, 3), scene)
     t_static, col_static, floor = t_static.reshape(H, W), col_static.reshape(H, W, 3), floor.reshape(H, W)
     focal = focal_length(camera)
+    nuisances = Nuisances() if nuisances is None else nuisances
+    palette = part_colours(nuisances)
+    col_static = texture_scene(col_static, nuisances, seed, view_index)
+    paw_px = PAW_RADIUS * focal / np.maximum(t_static, 1e-6)
+    col_static = draw_distractors(col_static, floor, paw_px, nuisances, seed, view_index)
     T = points_3d.shape[0]
     frame_index = np.arange(T) if frame_index is None else np.asarray(frame_index, dtype=np.int64)
     _, R = camera_pose(camera)
@@ -172,17 +191,33 @@ def iter_view(
         depth = np.broadcast_to(t_static, (B, H, W)).copy()
         parts = np.zeros((B, H, W), dtype=np.int8)
         _draw_shadow(rgb, depth, floor, rays, origin, camera, focal, pts)
-        _draw(rgb, depth, parts, rays, origin, R, focal, camera, body_primitives(pts))
+        _draw(rgb, depth, parts, rays, origin, R, focal, camera, body_primitives(pts), palette)
         occ = occluder_primitives(scene, idx)
         if occ is not None and occ.cyl_on.any():
             _draw(rgb, depth, parts, rays, origin, R, focal, camera, occ)
         for b in range(B):
+            frame_rgb = rgb[b]
+            if nuisances.motion_blur:
+                body = (parts[b] > 0) & (parts[b] != OCCLUDER)
+                velocity = _image_velocity(points_3d, s + b, camera)
+                frame_rgb = blur_body(frame_rgb, body, col_static, velocity, nuisances)
+            if nuisances.lighting:
+                frame_rgb = frame_rgb * light_field(nuisances, seed, view_index, int(idx[b]), H, W)[..., None]
             rng = np.random.default_rng([seed, view_index, int(idx[b]), 1])
             gain = np.float32(255.0 * (1.0 + 0.015 * rng.standard_normal()))
-            img = rgb[b].astype(np.float32) * gain
+            img = frame_rgb.astype(np.float32) * gain
             img += np.float32(noise_std) * rng.standard_normal((H, W, 3), dtype=np.float32)
             frame = np.clip(np.rint(img), 0, 255).astype(np.uint8)
             yield (frame, parts[b]) if return_parts else frame
+
+
+def _image_velocity(points_3d: np.ndarray, t: int, camera) -> np.ndarray:
+    """The body's mean image displacement per frame around pose ``t`` (central difference)."""
+    before, after = max(0, t - 1), min(len(points_3d) - 1, t + 1)
+    if after == before:
+        return np.zeros(2)
+    uv = project_points(camera, points_3d[[before, after]].reshape(-1, 3)).reshape(2, -1, 2)
+    return (uv[1] - uv[0]).mean(0) / (after - before)
 
 
 def render_views(
@@ -193,6 +228,7 @@ def render_views(
     noise_std: float = 3.0,
     return_parts: bool = False,
     frame_index: np.ndarray | None = None,
+    nuisances: Nuisances | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Render every frame of every view into memory: uint8 (T, V, H, W, 3).
 
@@ -207,8 +243,9 @@ def render_views(
     parts = np.zeros((T, len(cams), H, W), dtype=np.int8)
     for v, cam in enumerate(cams):
         items = iter_view(
-            points_3d, cam, scene, seed, v, noise_std, return_parts=True, frame_index=frame_index
-        )
+            points_3d, cam, scene, seed, v, noise_std, return_parts=True, frame_index=frame_index,
+            nuisances=nuisances,
+        )  # fmt: skip
         for t, item in enumerate(items):
             out[t, v], parts[t, v] = item
     return (out, parts) if return_parts else out

@@ -33,10 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from jaxtyping import Float
 
 from dgp_pyro.atomic import atomic_path
 from dgp_pyro.data.dataset import read_image
+from dgp_pyro.nets.heatmaps import heatmap_grid
 from dgp_pyro.viz.error_gallery import plot_error_case, plot_error_histograms
 
 __all__ = ["ERROR_KINDS", "GROSS_ERROR_PX", "classify_errors", "heatmap_evidence", "write_error_analysis"]
@@ -66,11 +68,12 @@ def heatmap_evidence(
     n, k, h, w = heatmaps.shape
     flat = heatmaps.reshape(n, k, -1)
     best = flat.argmax(-1)
-    cells = np.stack([best % w, best // w], -1).astype(np.float64)
-    train_peak = cells * stride + (stride - 1) / 2.0
+    xs, ys = (axis.numpy() for axis in heatmap_grid(h, w, stride, dtype=torch.float64))
+    train_peak = np.stack([xs[best % w], ys[best // w]], -1)
     peak = (train_peak + 0.5) * factor[:, None, :] - 0.5
-    # the label in heatmap cells, and the cells within the radius of it
-    label_cells = ((labels + 0.5) / factor[:, None, :] - 0.5 - (stride - 1) / 2.0) / stride
+    # the label in heatmap cells (the grid's centres are linear in the cell index), and the
+    # cells within the radius of it
+    label_cells = ((labels + 0.5) / factor[:, None, :] - 0.5 - xs[0]) / stride
     ys, xs = np.mgrid[0:h, 0:w]
     d2 = (xs[None, None] - label_cells[..., 0, None, None]) ** 2 + (
         ys[None, None] - label_cells[..., 1, None, None]

@@ -54,7 +54,6 @@ from typing import Any
 
 import numpy as np
 
-from dgp_pyro.data.dataset import image_size
 from dgp_pyro.data.predictions import PredictionTable
 from dgp_pyro.data.project import Project
 from dgp_pyro.errors import DGPError
@@ -66,6 +65,7 @@ from dgp_pyro.model.registry import is_3d
 from dgp_pyro.model.views3d import ViewChannels
 from dgp_pyro.posterior.calibration_file import POSTERIOR_CALIBRATION, out_of_sample_coverage, variance_scale
 from dgp_pyro.posterior.files3d import read_points3d
+from dgp_pyro.posterior.held_out import resize_factors
 from dgp_pyro.posterior.marginals import level_tag
 from dgp_pyro.posterior.posterior2d import image_posteriors
 from dgp_pyro.posterior.predict import (
@@ -145,7 +145,6 @@ def evaluate_test_images(
     out["mean_pose_rmse_px"] = summarize_errors(keypoint_errors(baseline, truth), keypoints)["rmse_px"]
     if errors_dir is not None:
         paths = [Path(samples.image_paths[i]) for i in test]
-        size = np.asarray(run.size, dtype=np.float64)
         out["errors"] = write_error_analysis(
             errors_dir,
             list(run.split["test"]),
@@ -154,7 +153,7 @@ def evaluate_test_images(
             table.xy,
             truth,
             image_heatmaps(network(), paths, run.size),
-            np.array([np.asarray(image_size(p), dtype=np.float64) / size for p in paths]).reshape(-1, 2),
+            resize_factors(paths, run.size),
             int(run.config.stride),
             worst=worst,
         )

@@ -46,6 +46,12 @@ class HeldOutImages:
         return len(self.keys)
 
 
+def resize_factors(paths: Sequence[str | Path], size: Sequence[int]) -> np.ndarray:
+    """``(N, 2)`` frame pixels per training pixel of each image, per axis (``size = (W, H)``)."""
+    train = np.asarray(size, dtype=np.float64)
+    return np.array([np.asarray(image_size(p), dtype=np.float64) / train for p in paths]).reshape(-1, 2)
+
+
 def held_out_images(run: Run, images: Sequence[str] | None = None) -> HeldOutImages:
     """The run's held-out labeled images (default ``split.json``'s ``test``) or the given keys.
 
@@ -65,8 +71,7 @@ def held_out_images(run: Run, images: Sequence[str] | None = None) -> HeldOutIma
         )
     rows = sorted({index_of[key] for key in wanted})
     paths = [Path(samples.image_paths[i]) for i in rows]
-    size = np.asarray(run.size, dtype=np.float64)
-    factor = np.array([np.asarray(image_size(p), dtype=np.float64) / size for p in paths]).reshape(-1, 2)
+    factor = resize_factors(paths, run.size)
     views = keypoint_views = None
     if len(project.views) > 1:
         if project.view_layout == "folders":

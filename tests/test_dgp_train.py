@@ -179,6 +179,27 @@ def test_guide_lr_gives_the_guide_a_group_of_its_own(project, tmp_path):
     assert len(groups) == 2 and groups[1]["weight_decay"] == 0.0
 
 
+def test_by_default_the_windows_fit_the_guide_and_the_labels_train_the_network(project, tmp_path):
+    """2D default ``windows_train_network=false``: how much the windows weigh cannot change the
+    network (they fit the guide); asked to, they train it."""
+
+    def after(name: str, **options) -> dict[str, torch.Tensor]:
+        run = fit_run(tiny(project, steps=4, **options), tmp_path / name, progress=False)
+        asked = options.get("windows_train_network", False)
+        assert run.config.model_options["windows_train_network"] is asked
+        return run.checkpoint()
+
+    light = after("light", unlabeled_weight=0.1)
+    heavy = after("heavy", unlabeled_weight=10.0)
+    trained = after("trained", unlabeled_weight=10.0, windows_train_network=True)
+    for key, value in light["model"].items():
+        assert torch.equal(value, heavy["model"][key]), key
+    assert any(not torch.equal(value, trained["model"][key]) for key, value in light["model"].items())
+    # ... while the windows did fit the guide: its corrections moved, differently with the weight
+    scales = [s["guide_correction"]["log_precision_scale"] for s in (light, heavy)]
+    assert not torch.equal(*scales)
+
+
 def test_video_shorter_than_the_window_is_refused(project, tmp_path):
     import shutil
 

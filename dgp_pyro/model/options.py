@@ -39,8 +39,10 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "outlier_prob": 0.05,
     "unlabeled_weight": 0.1,  # windows' per-keypoint ELBO against the labeled loss (measured in train.dgp)
     "learn_weights": False,  # fit w_t and w_s by SVI as well
-    # False: the windows fit only the guide; the network learns from the labels
-    "windows_train_network": True,
+    # False: the windows fit only the guide; the network learns from the labels. False by default:
+    # on real video the windows' pseudo-labels confirm the network's confident mistakes (measured
+    # in train.dgp)
+    "windows_train_network": False,
     # peak lr of the guide corrections (and learned weights): an optimizer group of their own, no
     # weight decay, clipped apart, as in dgp3d; null: in the network's group (measured in
     # train.dgp's docstring)

@@ -10,7 +10,7 @@ import pytest
 
 from dgp_pyro.cli import calibrate as calibrate_cli
 from dgp_pyro.data.project import load_project
-from dgp_pyro.data.project_cameras import estimate_project_cameras
+from dgp_pyro.data.project_cameras import estimate_project_cameras, project_image_sizes
 from dgp_pyro.errors import DGPError
 from dgp_pyro.geometry import camera_rig
 from dgp_pyro.geometry.camera import Camera
@@ -280,6 +280,27 @@ def test_mirror_auto_and_seed(mirror):
     again = estimate_project_cameras(mirror, holdout_fraction=0.3, seed=5)
     np.testing.assert_array_equal(est.heldout_frames, again.heldout_frames)
     assert est.heldout_reprojection_rmse_px == again.heldout_reprojection_rmse_px
+
+
+def test_mirror_split_file_keeps_the_test_frames_out(mirror, tmp_path):
+    """``holdout_file``: a run's split; its test frames are held out, only its train frames fit."""
+    keys = list(mirror.frame_keys)
+    split = {"train": keys[0:60:3], "test": keys[1:60:3]}  # the last 30 frames are in neither
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(split))
+    est = estimate_project_cameras(mirror, model="affine", holdout_file=path)
+    assert [keys[i] for i in est.fit_frames] == split["train"]
+    assert [keys[i] for i in est.heldout_frames] == split["test"]
+    # The fit is that of the train frames alone: the same as the labels of every other frame removed.
+    labels = np.array(mirror.labels, dtype=float)
+    labels[[i for i, k in enumerate(keys) if k not in split["train"]]] = np.nan
+    sizes = project_image_sizes(mirror)
+    alone = estimate_cameras(labels, ["top", "bot"], sizes, model="affine", holdout_fraction=0.0)
+    assert est.reprojection_rmse_px == pytest.approx(alone.reprojection_rmse_px, rel=1e-9)
+    assert est.heldout_reprojection_rmse_px is not None and est.heldout_reprojection_rmse_px < 15.0
+    with pytest.raises(DGPError, match="not labeled images"):
+        path.write_text(json.dumps({"test": ["labeled-data/nope.png"]}))
+        estimate_project_cameras(mirror, holdout_file=path)
 
 
 # ------------------------------------------------------------------------------- bad input

@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from dgp_pyro.cli.options import add_view_arguments
+from dgp_pyro.cli.options import add_view_arguments, holdout_argument
 from dgp_pyro.data.output_paths import check_output_file
 from dgp_pyro.data.project import load_project
 from dgp_pyro.data.project_cameras import estimate_project_cameras
@@ -42,9 +42,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--holdout",
-        type=float,
+        type=holdout_argument,
         default=0.2,
-        help="share of the labeled frames held out to measure the error (default: 0.2)",
+        metavar="FRACTION|FILE",
+        help="labeled frames held out to measure the error: a share (default: 0.2, drawn with "
+        "--seed) or a run's split JSON as `train --holdout FILE` reads it, so the cameras never see "
+        "the frames the run is scored on",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out draw (default: 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -54,8 +57,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, "--out")
     project = load_project(args.project, views=args.views, view_layout=getattr(args, "view_layout", None))
+    by_file = isinstance(args.holdout, str)
     estimate = estimate_project_cameras(
-        project, model=args.model, holdout_fraction=args.holdout, seed=args.seed
+        project,
+        model=args.model,
+        holdout_fraction=0.0 if by_file else args.holdout,
+        seed=args.seed,
+        holdout_file=args.holdout if by_file else None,
     )
     out = Path(args.out)
     estimate.cameras.to_toml(out)

@@ -17,6 +17,14 @@ def parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def holdout_argument(text: str) -> float | str:
+    """``--holdout FRACTION|FILE``: a number is a share of the labeled frames, anything else a split file."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def parse_model_option(text: str) -> tuple[str, object]:
     """Parse ``NAME=VALUE`` (a model option); the value is read as JSON when it is JSON, else kept as text."""
     name, sep, value = text.partition("=")

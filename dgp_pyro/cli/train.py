@@ -14,19 +14,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dgp_pyro.cli.options import add_model_option_argument, add_view_arguments, parse_size
+from dgp_pyro.cli.options import (
+    add_model_option_argument,
+    add_view_arguments,
+    holdout_argument,
+    parse_size,
+)
 from dgp_pyro.errors import DGPError
 from dgp_pyro.model.registry import MODELS, MODELS_3D
 from dgp_pyro.posterior.fit import fit_run
 from dgp_pyro.run.config import CONFIG, RunConfig, read_run_config
 from dgp_pyro.train.data_parallel import data_parallel_trainer
-
-
-def _holdout(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
 
 
 def _flip_pair(text: str) -> list[str]:
@@ -84,7 +82,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_view_arguments(parser)
     parser.add_argument(
         "--holdout",
-        type=_holdout,
+        type=holdout_argument,
         default=None,
         metavar="FRACTION|FILE",
         help="labeled frames kept out for evaluation: a fraction (default 0.1, drawn with --seed) "

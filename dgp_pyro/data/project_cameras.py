@@ -12,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from dgp_pyro.data.dataset import split_frames
 from dgp_pyro.data.project import Project
 from dgp_pyro.data.video import video_info
 from dgp_pyro.errors import DGPError
@@ -23,25 +25,45 @@ __all__ = ["estimate_project_cameras", "project_image_sizes"]
 
 
 def estimate_project_cameras(
-    project: Project, model: str = "auto", holdout_fraction: float = 0.2, seed: int = 0, **kwargs: Any
+    project: Project,
+    model: str = "auto",
+    holdout_fraction: float = 0.2,
+    seed: int = 0,
+    holdout_file: str | Path | None = None,
+    **kwargs: Any,
 ) -> CameraEstimate:
     """:func:`estimate_cameras` on a loaded :class:`~dgp_pyro.data.project.Project`.
 
     The image size of each view is read from the project's first image of that view (the whole
-    image in the suffix layout, where one image holds every view). Extra keyword arguments go
-    to :func:`estimate_cameras`.
+    image in the suffix layout, where one image holds every view). ``holdout_file``: a split
+    ``{"test": [image keys], "train": [...]}`` as ``dgp-pyro train --holdout FILE`` reads it
+    (:func:`~dgp_pyro.data.dataset.split_frames`): its test frames are the held-out ones and,
+    with ``train`` given, only its train frames fit, so cameras estimated for a run never see
+    the frames the run is scored on (``holdout_fraction`` is then unused). Extra keyword
+    arguments go to :func:`estimate_cameras`.
     """
     sizes = project_image_sizes(project)
+    labels = np.array(project.labels, dtype=np.float64)
+    heldout = None
+    if holdout_file is not None:
+        samples = project.network_samples()
+        split = split_frames(samples.image_keys, samples.frame_index, samples.labels, holdout_file, seed)
+        frame_of = dict(zip(samples.image_keys, samples.frame_index.tolist(), strict=True))
+        heldout = sorted({frame_of[key] for key in split["test"]})
+        unused = np.ones(len(labels), dtype=bool)
+        unused[heldout + [frame_of[key] for key in split["train"]]] = False
+        labels[unused] = np.nan
     return estimate_cameras(
-        project.labels,
+        labels,
         list(project.views),
         sizes,
         model=model,
         holdout_fraction=holdout_fraction,
         seed=seed,
-        source=project.root,
+        source=project.root if holdout_file is None else Path(holdout_file),
         bodyparts=list(project.bodyparts),
         frame_keys=list(project.frame_keys),
+        heldout_frames=heldout,
         **kwargs,
     )
 

@@ -110,6 +110,7 @@ everywhere is the root mean square of the Euclidean pixel distance over observat
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,7 @@ def estimate_cameras(
     bodyparts: list[str] | None = None,
     frame_keys: list[str] | None = None,
     robust_scale_px: float = 3.0,
+    heldout_frames: Sequence[int] | None = None,
 ) -> CameraEstimate:
     """Estimate the cameras of a multi-view rig from its labeled keypoints.
 
@@ -237,6 +239,9 @@ def estimate_cameras(
         bodyparts: the J body part names, for the notes (default ``keypoint <j>``).
         frame_keys: the N frame names (image keys), for the notes (default ``frame <n>``).
         robust_scale_px: scale of the ``soft_l1`` loss: residuals beyond it count linearly.
+        heldout_frames: the frames to hold out (indices into ``labels``), instead of a random
+            ``holdout_fraction`` of them: a run's held-out frames, so that the cameras never see
+            the frames its accuracy is measured on.
 
     Raises:
         DGPError: fewer than 2 views; no keypoint labeled in two views of one frame; a view
@@ -295,10 +300,16 @@ def estimate_cameras(
 
     # Held-out split over the usable frames.
     usable = np.flatnonzero(multi.any(1))
-    rng = np.random.default_rng(seed)
-    n_hold = int(math.floor(float(holdout_fraction) * len(usable) + 0.5))
-    n_hold = min(n_hold, len(usable) - 1)
-    hold = np.sort(rng.choice(usable, size=n_hold, replace=False)) if n_hold > 0 else np.zeros(0, np.int64)
+    if heldout_frames is not None:
+        hold = np.intersect1d(usable, np.asarray(list(heldout_frames), dtype=np.int64))
+        if len(hold) == len(usable):
+            raise DGPError("every frame with shared keypoints is held out: none is left to fit", source)
+    else:
+        rng = np.random.default_rng(seed)
+        n_hold = int(math.floor(float(holdout_fraction) * len(usable) + 0.5))
+        n_hold = min(n_hold, len(usable) - 1)
+        drawn = rng.choice(usable, size=n_hold, replace=False) if n_hold > 0 else np.zeros(0, np.int64)
+        hold = np.sort(drawn)
     fit_mask = np.zeros(n_frames, dtype=bool)
     fit_mask[usable] = True
     fit_mask[hold] = False

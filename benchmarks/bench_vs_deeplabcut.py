@@ -15,7 +15,12 @@ line):
    --holdout split.json`` with the library's default settings (the ``dgp`` model uses the
    project's unlabeled videos, as ``train`` finds them: ``videos/`` or ``video_sets``), then
    ``dgp-pyro evaluate RUN --json``, which writes the posterior on the held-out images to
-   ``RUN/predictions/labeled_test_DGPpyro_<model>.h5`` (means and interval columns).
+   ``RUN/predictions/labeled_test_DGPpyro_<model>.h5`` (means and interval columns). On a
+   project with several views (``--views``; the shared ``mirror-mouse-example`` is ``top bot``)
+   ``dgp3d`` runs too, with ``--views`` and cameras estimated by ``dgp-pyro calibrate --holdout
+   split.json`` from the training frames' labels alone (the held-out frames only measure the
+   cameras' reprojection error, reported in the row's ``settings``); it is scored on the same
+   keypoint columns, through the reprojection of its 3D posterior into each view.
 3. **DeepLabCut 3.0.2**, PyTorch engine, ``resnet_50``, its default augmentation and schedule, CPU,
    from a random initialisation (``--dlc-pretrained``: its default ImageNet weights, for users who
    have them), in a virtualenv this script creates (``--dlc-venv``, default
@@ -99,6 +104,10 @@ DRIVER = Path(__file__).resolve().with_name("dlc_driver.py")
 SHARED_PROJECTS = ("reaching-mackenzie", "mirror-mouse-example")
 DLC_VERSION = "3.0.2"
 DGP_MODELS = ("supervised", "dgp")
+#: The 3D model, run on top of those where the project has several views (``--views``).
+DGP_MODEL_3D = "dgp3d"
+#: The views of the shared projects with more than one (``--views`` for other projects).
+SHARED_VIEWS = {"mirror-mouse-example": ("top", "bot")}
 #: Epochs of the fixed-length DeepLabCut reference run (``--dlc-also-epochs``): where DeepLabCut
 #: from scratch has converged on a 20-frame project, as users train it.
 DLC_REFERENCE_EPOCHS = 60
@@ -470,6 +479,35 @@ def dgp_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+def project_views(project: Path, args: argparse.Namespace) -> list[str]:
+    """The views ``dgp3d`` runs with: ``--views``, else a shared project's known views, else none."""
+    if args.views:
+        return list(args.views)
+    return list(SHARED_VIEWS.get(project.name, ()))
+
+
+def run_calibration(
+    project: Path, views: list[str], split: Path, work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Cameras for ``dgp3d`` from the training frames' labels alone (``dgp-pyro calibrate --holdout
+    split.json``: the held-out frames only measure the reprojection error); reused when present."""
+    folder = work / "cameras"
+    toml = folder / "calibration.toml"
+    cmd = [dgp_pyro_exe(), "calibrate", str(project), "--views", *views, "--holdout", str(split)]
+    cmd += ["--out", str(toml), "--json"]
+    identity = {"command": cmd[1:], "commit": args.dgp_commit}
+    done = read_json(folder / "calibrate.json")
+    stale = done is None or {"command": done["command"][1:], "commit": done.get("commit")} != identity
+    if stale or not toml.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        toml.unlink(missing_ok=True)
+        run_logged(cmd, folder / "calibrate.log", f"{project.name}: dgp-pyro calibrate", dgp_env(args), 60.0)
+        report = json.loads(_last_json_line(folder / "calibrate.log"))
+        done = {"command": cmd, "commit": args.dgp_commit, "report": report}
+        write_json(folder / "calibrate.json", done)
+    return {"toml": toml, "heldout_reprojection_rmse_px": done["report"].get("heldout_reprojection_rmse_px")}
+
+
 def run_dgp_pyro(
     project: Path, model: str, split: Path, work: Path, extra: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -831,13 +869,22 @@ def bench_project(project: Path, args: argparse.Namespace, machine: dict[str, An
     }
     rows = []
     dgp = {}
-    for model in DGP_MODELS:
-        result = run_dgp_pyro(project, model, split_path, work, extra, args)
+    views = project_views(project, args)
+    for model in DGP_MODELS + ((DGP_MODEL_3D,) if len(views) > 1 else ()):
+        model_args, settings = list(extra), "defaults" + (f" + {args.dgp_train_args}" if extra else "")
+        if model == DGP_MODEL_3D:
+            cameras = run_calibration(project, views, split_path, work, args)
+            model_args += ["--views", *views, "--calibration", str(cameras["toml"])]
+            settings += (
+                f", views {' '.join(views)}, cameras from the training frames' labels (held-out "
+                f"reprojection {cameras['heldout_reprojection_rmse_px']:.2f} px)"
+            )
+        result = run_dgp_pyro(project, model, split_path, work, model_args, args)
         row = {
             **common,
             "method": f"dgp-pyro {model}",
             "version": machine["dgp_pyro_version"],
-            "settings": "defaults" + (f" + {args.dgp_train_args}" if extra else ""),
+            "settings": settings,
             "unlabeled_videos": project_videos(project) if model != "supervised" else [],
         }
         if "skipped" in result["train"]:
@@ -1013,6 +1060,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         default=None,
         metavar="REV",
         help="benchmark this commit of dgp-pyro (exported with git archive) instead of the working tree",
+    )
+    parser.add_argument(
+        "--views",
+        nargs="+",
+        default=None,
+        metavar="VIEW",
+        help="views of a multi-view project: dgp-pyro's dgp3d then runs too, with cameras estimated "
+        "from the training frames' labels (default: the shared mirror-mouse-example's top bot)",
     )
     parser.add_argument("--markdown", action="store_true", help="also print the Markdown table")
     parser.add_argument("--progress-every", type=float, default=60.0, help=argparse.SUPPRESS)

@@ -210,3 +210,13 @@ def test_markdown_table_has_a_row_per_method():
     assert "deeplabcut, 3 epochs" in lines[2] and "2.0 / 4.0" in lines[2]
     assert "0.50 / 0.90" in lines[3]
     assert "skipped: needs video" in lines[4]
+
+
+def test_dgp3d_runs_where_the_project_has_views(tmp_path: Path):
+    """``dgp3d`` joins the dgp-pyro rows on the shared mirror project (its views known) or with
+    ``--views``; a one-view project has none; ``--views`` wins over the known views."""
+    args = bench.argparse.Namespace(views=None)
+    assert bench.project_views(tmp_path / "mirror-mouse-example", args) == ["top", "bot"]
+    assert bench.project_views(tmp_path / "reaching-mackenzie", args) == []
+    args.views = ["left", "right"]
+    assert bench.project_views(tmp_path / "mirror-mouse-example", args) == ["left", "right"]

@@ -23,6 +23,7 @@ from dgp_pyro.nets.heatmaps import (
     heatmap_potential,
     labeled_mask,
     offset_loss,
+    second_mode,
     soft_argmax,
 )
 
@@ -43,5 +44,6 @@ __all__ = [
     "labeled_mask",
     "normalize_images",
     "offset_loss",
+    "second_mode",
     "soft_argmax",
 ]

@@ -463,3 +463,27 @@ def soft_argmax(
         cov=cov.reshape(*batch_shape, 2, 2),
         confidence=confidence.reshape(batch_shape),
     )
+
+
+def second_mode(
+    logits: Float[Tensor, "batch keypoints h w"], stride: int, window: int = 3, **kwargs
+) -> SoftArgmax:
+    r"""The heatmap's best peak away from its first: :func:`soft_argmax` with the first hidden.
+
+    The :math:`(2r + 1)^2` cells around the argmax (:math:`r` = ``window``, the first mode's own
+    window) are set to probability 0 and the rest of the map is summarised as by
+    :func:`soft_argmax` (same ``stride``, ``window`` and ``kwargs``): its mean sits on the
+    strongest other peak, its ``confidence`` is that peak's height, and its covariance is inflated
+    like any weak peak's. A look-alike part (the other paw) is usually this mode when the first
+    is on the wrong one; a map with one bump gives a tail cell of it with a confidence near 0.
+    """
+    h, w = logits.shape[-2:]
+    flat = logits.reshape(-1, h * w)
+    peak = flat.detach().argmax(dim=-1)
+    rows = torch.arange(h, device=logits.device)[None, :, None]
+    cols = torch.arange(w, device=logits.device)[None, None, :]
+    near = ((rows - torch.div(peak, w, rounding_mode="floor")[:, None, None]).abs() <= window) & (
+        (cols - (peak % w)[:, None, None]).abs() <= window
+    )
+    hidden = flat.reshape(-1, h, w).masked_fill(near, torch.finfo(flat.dtype).min)
+    return soft_argmax(hidden.reshape(logits.shape), stride, window=window, **kwargs)

@@ -188,7 +188,9 @@ def _labeled_frame_posteriors(
                         hint="use the calibration made for these images (same resolution and crop)",
                     )
             wanted.append((frame, image, path))
-    predicted = predict_images(network, [path for _, _, path in wanted], run.size)
+    predicted = predict_images(
+        network, [path for _, _, path in wanted], run.size, second_mode=model.agree_px is not None
+    )
     row_of = {(frame, image): r for r, (frame, image, _) in enumerate(wanted)}
     K = len(channels.channels)
     out = {}
@@ -197,14 +199,11 @@ def _labeled_frame_posteriors(
         for image in range(channels.num_images):
             r = row_of.get((frame, image))
             if r is None:
-                per_image.append(NetworkSummaries.empty(1, K))
+                per_image.append(NetworkSummaries.empty(1, K, second=predicted.second is not None))
             else:
-                per_image.append(
-                    NetworkSummaries(
-                        predicted.mean[[r]], predicted.cov[[r]], predicted.confidence[[r]], np.array([frame])
-                    )
-                )
+                per_image.append(predicted.select([r]))
         mean, cov, confidence = model.summaries_of(per_image)
         confidence = np.nan_to_num(confidence, nan=0.0)
-        out[frame] = model.posterior(mean, cov, confidence, np.array([frame]), levels)
+        second = model.second_modes_of(per_image)
+        out[frame] = model.posterior(mean, cov, confidence, np.array([frame]), levels, second)
     return out

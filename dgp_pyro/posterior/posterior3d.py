@@ -48,6 +48,7 @@ from dgp_pyro.model.potentials import PRIOR_RIDGE
 from dgp_pyro.model.pseudo_observations3d import triangulation_observations
 from dgp_pyro.model.structured_guide import GuideCorrection3D
 from dgp_pyro.model.structured_guide import potential_arguments as potential_arguments3d
+from dgp_pyro.model.view_modes import select_view_modes
 from dgp_pyro.model.views3d import ViewCameras, ViewChannels
 from dgp_pyro.ops.keypoint_chain import smooth_keypoints
 from dgp_pyro.posterior.calibration_file import calibration3d, interval_scales, variance_scale
@@ -65,6 +66,11 @@ __all__ = ["CHUNK_FRAMES", "PosteriorModel3D", "session_posterior3d", "videos_po
 
 #: Frames per chunk of the pseudo-observations (bounds memory for long videos).
 CHUNK_FRAMES = 2048
+#: How far a view's heatmap mode may be from the others' triangulated point and still agree, in
+#: target widths (``sigma``): the views' reprojections of one part sit within the cameras' and
+#: the network's errors (a few pixels), a look-alike part is tens of pixels off
+#: (:func:`~dgp_pyro.model.view_modes.select_view_modes`).
+AGREE_SIGMAS = 2.0
 
 
 @dataclass
@@ -94,6 +100,10 @@ class PosteriorModel3D:
     #: without such labels)
     variance_scale_3d: float | None = None
     interval_scales_3d: dict[float, float] | None = None
+    #: how far (pixels of the summaries) a view's heatmap mode may be from the triangulated
+    #: point's reprojection and still agree (:func:`~dgp_pyro.model.view_modes.select_view_modes`);
+    #: None: every view's first mode is triangulated
+    agree_px: float | None = None
 
     def __post_init__(self) -> None:
         if self.channels is None:
@@ -138,6 +148,9 @@ class PosteriorModel3D:
                 hint="was it trained by train_dgp3d?",
             )
         cameras = ViewCameras.from_group(group)
+        # AGREE_SIGMAS target widths, in the cameras' pixels (the coarsest view's)
+        frame_per_training = max(max(c.size[0] / run.size[0], c.size[1] / run.size[1]) for c in group.cameras)
+        agree_px = AGREE_SIGMAS * settings.heatmap_sigma * frame_per_training
         scale = variance_scale(run, calibrated)
         in_3d = calibration3d(run, calibrated)
         return cls(
@@ -153,6 +166,7 @@ class PosteriorModel3D:
             interval_scales(run, calibrated),
             None if in_3d is None else in_3d[0],
             None if in_3d is None else in_3d[1],
+            agree_px,
         )
 
     def image_videos(self, videos: Sequence[str | Path]) -> list[Path]:
@@ -196,6 +210,15 @@ class PosteriorModel3D:
         mean, cov, confidence = self.channels.summaries(stack("mean"), stack("cov"), stack("confidence"))
         return mean.numpy(), cov.numpy(), confidence.numpy()
 
+    def second_modes_of(
+        self, per_image: Sequence[NetworkSummaries]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """:meth:`summaries_of` the heatmaps' second modes (None unless every image has them)."""
+        if any(s.second is None for s in per_image):
+            return None
+        mean, cov, confidence = self.summaries_of([s.second for s in per_image])
+        return mean, cov, np.nan_to_num(confidence, nan=0.0)
+
     @torch.no_grad()
     def posterior(
         self,
@@ -204,6 +227,7 @@ class PosteriorModel3D:
         confidence: Float[np.ndarray, "t v j"],
         frame_index: np.ndarray | None = None,
         levels: Sequence[float] = DEFAULT_LEVELS,
+        second: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> Posterior3D:
         """The posterior over consecutive synchronous frames from every view's summaries.
 
@@ -214,6 +238,9 @@ class PosteriorModel3D:
                 (not a 2D posterior: its spreads are already smoothed and recalibrated).
             frame_index: ``(T,)`` frame numbers (default ``0..T-1``).
             levels: credible levels.
+            second: the same summaries of the heatmaps' second modes (:meth:`second_modes_of`):
+                where the views agree on a second mode and not on the first, it is triangulated
+                instead (:func:`~dgp_pyro.model.view_modes.select_view_modes`, with ``agree_px``).
         """
         mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float64))
         cov_t = torch.as_tensor(np.asarray(cov, dtype=np.float64))
@@ -221,6 +248,18 @@ class PosteriorModel3D:
         T = mean_t.shape[0]
         if mean_t.shape[1] != len(self.cameras):
             raise DGPError(f"summaries of {mean_t.shape[1]} views for {len(self.cameras)} cameras")
+        if second is not None and self.agree_px is not None:
+            alternative = [torch.as_tensor(np.asarray(x, dtype=np.float64)) for x in second]
+            chosen = [
+                select_view_modes(
+                    self.cameras,
+                    *(x[f : f + CHUNK_FRAMES] for x in (mean_t, cov_t, conf_t, *alternative)),
+                    agree_px=self.agree_px,
+                    robust=self.settings.robust,
+                )[:3]
+                for f in range(0, T, CHUNK_FRAMES)
+            ]
+            mean_t, cov_t, conf_t = (torch.cat(list(x)) for x in zip(*chosen, strict=True))
         parts = [
             triangulation_observations(
                 self.cameras,
@@ -347,11 +386,19 @@ def videos_posterior3d(
     network = run.network() if network is None else network
     per_image = [
         predict_video(
-            network, video, run.size, batch_size=batch_size, start=start, stop=stop, progress=progress
+            network,
+            video,
+            run.size,
+            batch_size=batch_size,
+            start=start,
+            stop=stop,
+            progress=progress,
+            second_mode=model.agree_px is not None,
         )
         for video in videos
     ]
     mean, cov, confidence = model.summaries_of(per_image)
-    posterior = model.posterior(mean, cov, confidence, per_image[0].frame_index, levels)
+    second = model.second_modes_of(per_image)
+    posterior = model.posterior(mean, cov, confidence, per_image[0].frame_index, levels, second)
     check_finite_posterior(posterior, run, videos[0])
     return posterior

@@ -36,7 +36,7 @@ from dgp_pyro.data.predictions import PredictionTable, write_predictions
 from dgp_pyro.data.video import VideoReader
 from dgp_pyro.errors import DGPError
 from dgp_pyro.nets.heatmap_net import normalize_images
-from dgp_pyro.nets.heatmaps import soft_argmax
+from dgp_pyro.nets.heatmaps import second_mode, soft_argmax
 
 __all__ = [
     "NetworkSummaries",
@@ -62,12 +62,16 @@ class NetworkSummaries:
         cov: ``(T, K, 2, 2)`` covariance, pixels squared.
         confidence: ``(T, K)`` peak probability of the heatmap in [0, 1].
         frame_index: ``(T,)`` video frame numbers (0..T-1 for images).
+        second: the same summaries of each heatmap's second mode
+            (:func:`~dgp_pyro.nets.heatmaps.second_mode`), where asked for (``second_mode=True``),
+            else None; the 3D posterior picks between the modes across views.
     """
 
     mean: Float[np.ndarray, "t k 2"]
     cov: Float[np.ndarray, "t k 2 2"]
     confidence: Float[np.ndarray, "t k"]
     frame_index: np.ndarray
+    second: NetworkSummaries | None = None
 
     @property
     def std(self) -> Float[np.ndarray, "t k 2"]:
@@ -78,12 +82,29 @@ class NetworkSummaries:
         return int(self.mean.shape[0])
 
     @classmethod
-    def empty(cls, n: int, k: int) -> NetworkSummaries:
+    def empty(cls, n: int, k: int, second: bool = False) -> NetworkSummaries:
         return cls(
             mean=np.full((n, k, 2), np.nan),
             cov=np.full((n, k, 2, 2), np.nan),
             confidence=np.full((n, k), np.nan),
             frame_index=np.arange(n, dtype=np.int64),
+            second=cls.empty(n, k) if second else None,
+        )
+
+    def set_rows(self, rows: np.ndarray, summaries: tuple[np.ndarray, ...]) -> None:
+        """Fill ``rows`` from :func:`summarize_frames`' arrays (three, or six with the second mode)."""
+        self.mean[rows], self.cov[rows], self.confidence[rows] = summaries[:3]
+        if self.second is not None:
+            self.second.set_rows(rows, summaries[3:])
+
+    def select(self, rows: np.ndarray | list[int]) -> NetworkSummaries:
+        """The summaries of ``rows`` (frame numbers kept), the second mode's too."""
+        return NetworkSummaries(
+            self.mean[rows],
+            self.cov[rows],
+            self.confidence[rows],
+            self.frame_index[rows],
+            None if self.second is None else self.second.select(rows),
         )
 
 
@@ -99,25 +120,32 @@ def summarize_frames(
     frames: np.ndarray | torch.Tensor,
     size: Sequence[int],
     temperature: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    second: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Summaries of one batch of uint8 frames ``(B, H, W, 3)``, in the frames' pixel coordinates.
 
     The network must be in eval mode; call under ``torch.inference_mode()``.
 
     Returns:
-        ``(mean (B, K, 2), cov (B, K, 2, 2), confidence (B, K))`` as float64 arrays.
+        ``(mean (B, K, 2), cov (B, K, 2, 2), confidence (B, K))`` as float64 arrays; with
+        ``second``, followed by the same three of each heatmap's second mode.
     """
     device = _device_of(network)
     x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
     b, h0, w0, _ = x.shape
     x = resize_frames(x.to(device, non_blocking=True), size)
-    logits = network(normalize_images(x))
-    summary = soft_argmax(logits.float(), int(network.stride), temperature=temperature)
+    logits = network(normalize_images(x)).float()
     # Back to the frame's own pixels: x0 = (x + 0.5) * W0 / W - 0.5, covariance scaled alike.
     factor = torch.tensor([w0 / size[0], h0 / size[1]], dtype=torch.float64)
-    mean = (summary.mean.double().cpu() + 0.5) * factor - 0.5
-    cov = summary.cov.double().cpu() * (factor[:, None] * factor[None, :])
-    return mean.numpy(), cov.numpy(), summary.confidence.double().cpu().numpy()
+    modes = [soft_argmax(logits, int(network.stride), temperature=temperature)]
+    if second:
+        modes.append(second_mode(logits, int(network.stride), temperature=temperature))
+    out: list[np.ndarray] = []
+    for summary in modes:
+        mean = (summary.mean.double().cpu() + 0.5) * factor - 0.5
+        cov = summary.cov.double().cpu() * (factor[:, None] * factor[None, :])
+        out += [mean.numpy(), cov.numpy(), summary.confidence.double().cpu().numpy()]
+    return tuple(out)
 
 
 def _batches_checked(reader, path: Path, batch_size: int, start: int, stop: int) -> Iterator:
@@ -233,6 +261,7 @@ def predict_video(
     temperature: float = 1.0,
     progress: bool = False,
     prefetch: bool = True,
+    second_mode: bool = False,
 ) -> NetworkSummaries:
     """Stream a video through the network and summarise every frame's heatmaps.
 
@@ -247,6 +276,7 @@ def predict_video(
         progress: show a progress bar (on a terminal only).
         prefetch: decode the next batch in a background thread while the network runs
             (at most two batches of frames in memory); ``False``: one batch, no thread.
+        second_mode: also summarise each heatmap's second mode (``NetworkSummaries.second``).
 
     Returns:
         :class:`NetworkSummaries` of frames ``start .. stop - 1`` in the video's pixels.
@@ -262,17 +292,18 @@ def predict_video(
             stop = reader.n_frames if stop is None else min(int(stop), reader.n_frames)
             start = int(start)
             n = max(0, stop - start)
-            out = NetworkSummaries.empty(n, int(network.num_keypoints))
+            out = NetworkSummaries.empty(n, int(network.num_keypoints), second=second_mode)
             out.frame_index = np.arange(start, start + n, dtype=np.int64)
+            if out.second is not None:
+                out.second.frame_index = out.frame_index
             bar = _bar(n, progress, path.name)
             batches = _batches_checked(reader, path, batch_size, start, stop)
             if prefetch:
                 batches = _Prefetcher(batches)
             try:
                 for frames, index in batches:
-                    mean, cov, conf = summarize_frames(network, frames, size, temperature)
                     rows = index - start
-                    out.mean[rows], out.cov[rows], out.confidence[rows] = mean, cov, conf
+                    out.set_rows(rows, summarize_frames(network, frames, size, temperature, second_mode))
                     bar.update(len(rows))
                     del frames  # drop this batch before asking for the next
             finally:
@@ -290,12 +321,15 @@ def predict_images(
     size: Sequence[int],
     batch_size: int = DEFAULT_BATCH_SIZE,
     temperature: float = 1.0,
+    second_mode: bool = False,
 ) -> NetworkSummaries:
-    """Summaries of labeled images (each in its own pixel coordinates), batched by image size."""
+    """Summaries of labeled images (each in its own pixel coordinates), batched by image size.
+
+    ``second_mode``: also each heatmap's second mode (``NetworkSummaries.second``)."""
     paths = [Path(p) for p in image_paths]
     was_training = network.training
     network.eval()
-    out = NetworkSummaries.empty(len(paths), int(network.num_keypoints))
+    out = NetworkSummaries.empty(len(paths), int(network.num_keypoints), second=second_mode)
     try:
         with torch.inference_mode():
             i = 0
@@ -310,8 +344,7 @@ def predict_images(
                     batch.append(image)
                     rows.append(j)
                     j += 1
-                mean, cov, conf = summarize_frames(network, np.stack(batch), size, temperature)
-                out.mean[rows], out.cov[rows], out.confidence[rows] = mean, cov, conf
+                out.set_rows(rows, summarize_frames(network, np.stack(batch), size, temperature, second_mode))
                 i = j
     finally:
         network.train(was_training)

@@ -181,10 +181,7 @@ def image_posteriors(
                 window = model.posterior(summaries, (info["width"], info["height"]), levels)
                 parts.append(window.select(np.array([frame - start])))
                 continue
-        one = NetworkSummaries(
-            single.mean[[row]], single.cov[[row]], single.confidence[[row]], np.array([row])
-        )
-        parts.append(model.posterior(one, image_size(path), levels))
+        parts.append(model.posterior(single.select([row]), image_size(path), levels))
     posterior = KeypointPosterior(
         mean=np.concatenate([p.mean for p in parts]),
         cov=np.concatenate([p.cov for p in parts]),

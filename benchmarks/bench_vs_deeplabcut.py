@@ -479,6 +479,19 @@ def dgp_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+def dgp_identity(cmd: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """What makes a dgp-pyro stage's result reusable: its arguments and the commit that ran them
+    (not the executable's path, which may move)."""
+    return {"command": cmd[1:], "commit": args.dgp_commit}
+
+
+def made_by(saved: dict[str, Any] | None, cmd: list[str], args: argparse.Namespace) -> bool:
+    """Whether a stage's saved record (its ``command`` and ``commit``) came from ``cmd`` at this commit."""
+    if saved is None:
+        return False
+    return {"command": saved["command"][1:], "commit": saved.get("commit")} == dgp_identity(cmd, args)
+
+
 def project_views(project: Path, args: argparse.Namespace) -> list[str]:
     """The views ``dgp3d`` runs with: ``--views``, else a shared project's known views, else none."""
     if args.views:
@@ -495,10 +508,8 @@ def run_calibration(
     toml = folder / "calibration.toml"
     cmd = [dgp_pyro_exe(), "calibrate", str(project), "--views", *views, "--holdout", str(split)]
     cmd += ["--out", str(toml), "--json"]
-    identity = {"command": cmd[1:], "commit": args.dgp_commit}
     done = read_json(folder / "calibrate.json")
-    stale = done is None or {"command": done["command"][1:], "commit": done.get("commit")} != identity
-    if stale or not toml.is_file():
+    if not made_by(done, cmd, args) or not toml.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         toml.unlink(missing_ok=True)
         run_logged(cmd, folder / "calibrate.log", f"{project.name}: dgp-pyro calibrate", dgp_env(args), 60.0)
@@ -527,9 +538,9 @@ def run_dgp_pyro(
         *extra,
     ]
     env = dgp_env(args)
-    identity = {"command": cmd[1:], "commit": args.dgp_commit}  # the executable's path may move
+    identity = dgp_identity(cmd, args)
     trained = read_json(folder / "train.json")
-    if trained is None or {"command": trained["command"][1:], "commit": trained.get("commit")} != identity:
+    if not made_by(trained, cmd, args):
         # An interrupted run of the same command resumes from its last checkpoint (dgp-pyro train
         # --resume). Its time is the sum of the segments: a finished segment's measured wall and
         # CPU time; an interrupted one's wall time up to its last checkpoint, and CPU time at the

@@ -54,6 +54,7 @@ def select_view_modes(
     agree_px: float,
     min_second: float = MIN_SECOND,
     robust: float | None = DEFAULT_ROBUST,
+    iterations: int = 3,
 ) -> tuple[Tensor, Tensor, Tensor, Float[Tensor, "... views keypoints"]]:
     """Per frame and keypoint, the modes the views agree on (see the module docstring).
 
@@ -63,7 +64,8 @@ def select_view_modes(
         second_mean, second_cov, second_confidence: each view's second mode.
         agree_px: how far (pixels) a view's mode may be from the reprojection and still agree.
         min_second: the lowest peak height of a second mode that may be used.
-        robust: the robust triangulation's ``k`` (:func:`triangulation_observations`).
+        robust, iterations: the robust triangulation's ``k`` and Gauss-Newton steps
+            (:func:`triangulation_observations`), as the posterior triangulates.
 
     Returns:
         ``(mean, cov, confidence, switched)``: the summaries to triangulate, float64, and a
@@ -92,7 +94,10 @@ def select_view_modes(
     means, covs, confs = (
         torch.stack(parts) for parts in zip(*candidates, strict=True)
     )  # (C, ..., V, J, ...)
-    point = triangulation_observations(cameras, means, covs, confs, robust=robust).point  # (C, ..., J, 3)
+    observations = triangulation_observations(
+        cameras, means, covs, confs, robust=robust, iterations=iterations
+    )
+    point = observations.point  # (C, ..., J, 3)
     safe = torch.where(torch.isfinite(point), point, torch.zeros_like(point))
     reprojected = (
         cameras.to(dtype=dtype, device=mean.device).project(safe).movedim(0, -3)

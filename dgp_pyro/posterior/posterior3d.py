@@ -248,29 +248,27 @@ class PosteriorModel3D:
         T = mean_t.shape[0]
         if mean_t.shape[1] != len(self.cameras):
             raise DGPError(f"summaries of {mean_t.shape[1]} views for {len(self.cameras)} cameras")
-        if second is not None and self.agree_px is not None:
-            alternative = [torch.as_tensor(np.asarray(x, dtype=np.float64)) for x in second]
-            chosen = [
-                select_view_modes(
+        vote = second is not None and self.agree_px is not None
+        alternative = [torch.as_tensor(np.asarray(x, dtype=np.float64)) for x in second] if vote else []
+        chosen, parts = [], []
+        for f in range(0, T, CHUNK_FRAMES):
+            chunk = tuple(x[f : f + CHUNK_FRAMES] for x in (mean_t, cov_t, conf_t))
+            if vote:
+                chunk = select_view_modes(
                     self.cameras,
-                    *(x[f : f + CHUNK_FRAMES] for x in (mean_t, cov_t, conf_t, *alternative)),
+                    *chunk,
+                    *(x[f : f + CHUNK_FRAMES] for x in alternative),
                     agree_px=self.agree_px,
                     robust=self.settings.robust,
+                    iterations=self.settings.gauss_newton,
                 )[:3]
-                for f in range(0, T, CHUNK_FRAMES)
-            ]
-            mean_t, cov_t, conf_t = (torch.cat(list(x)) for x in zip(*chosen, strict=True))
-        parts = [
-            triangulation_observations(
-                self.cameras,
-                mean_t[f : f + CHUNK_FRAMES],
-                cov_t[f : f + CHUNK_FRAMES],
-                conf_t[f : f + CHUNK_FRAMES],
-                robust=self.settings.robust,
-                iterations=self.settings.gauss_newton,
+            chosen.append(chunk)
+            parts.append(
+                triangulation_observations(
+                    self.cameras, *chunk, robust=self.settings.robust, iterations=self.settings.gauss_newton
+                )
             )
-            for f in range(0, T, CHUNK_FRAMES)
-        ]
+        mean_t, cov_t, conf_t = (torch.cat(list(x)) for x in zip(*chosen, strict=True))
         obs = type(parts[0])(*(torch.cat(list(x), dim=0) for x in zip(*parts, strict=True)))
         if self.settings.bones:
             q = guide3d_from_observations(self.settings, self.weights, self.correction, obs)

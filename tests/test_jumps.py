@@ -1,0 +1,102 @@
+"""Jumps in a keypoint track: found exactly where they were put, and the robust posterior's
+refusal to follow a swapped peak measured the way bench_robust_jumps measures it on real video."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dgp_pyro.eval.jumps import Jump, find_jumps, follow_shares
+from dgp_pyro.model.dgp import ModelSettings
+from dgp_pyro.model.potentials import PotentialWeights
+from dgp_pyro.model.structured_guide import GuideCorrection
+from dgp_pyro.posterior.posterior2d import PosteriorModel
+from dgp_pyro.posterior.predict import NetworkSummaries
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SIZE = (320, 256)
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_robust_jumps", BENCHMARKS / "bench_robust_jumps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _smooth_track(T: int = 300, K: int = 4, step: float = 2.0, seed: int = 0) -> np.ndarray:
+    """Keypoints on slow random walks (steps of ``step`` px), far apart."""
+    rng = np.random.default_rng(seed)
+    start = np.stack([60.0 + 60.0 * np.arange(K), 120.0 + 10.0 * np.arange(K)], axis=-1)
+    return start + np.cumsum(rng.normal(0.0, step, size=(T, K, 2)), axis=0)
+
+
+def test_find_jumps_finds_exactly_the_spikes_put_in():
+    truth = _smooth_track()
+    track = truth.copy()
+    put = [Jump(0, 40, 1, 0.0), Jump(2, 41, 2, 0.0), Jump(1, 150, 1, 0.0), Jump(3, 298, 1, 0.0)]
+    for jump in put:
+        track[jump.start : jump.stop, jump.keypoint] += [70.0, -30.0]
+    track[100:103, 1] += 90.0  # three frames away: longer than max_frames, not a jump
+    track[200, 2] = np.nan  # a missing detection is no jump
+    found = find_jumps(track, min_px=40.0, max_frames=2)
+    assert [(j.keypoint, j.start, j.frames) for j in found] == sorted(
+        (j.keypoint, j.start, j.frames) for j in put
+    )
+    for jump in found:
+        assert jump.size == pytest.approx(np.hypot(70.0, 30.0), abs=8.0)
+    assert find_jumps(truth, min_px=40.0) == []  # a smooth path has none
+    # the detections follow their own jumps all the way, the truth not at all
+    np.testing.assert_allclose(follow_shares(track, track, found), 1.0)
+    assert follow_shares(truth, track, found).max() < 0.15
+
+
+def test_find_jumps_checks_its_arguments():
+    with pytest.raises(ValueError, match=r"\(frames, keypoints, 2\)"):
+        find_jumps(np.zeros((10, 2)), 5.0)
+    with pytest.raises(ValueError, match="min_px > 0"):
+        find_jumps(np.zeros((10, 2, 2)), 0.0)
+
+
+def _posterior_model(K: int, prob: float) -> PosteriorModel:
+    settings = ModelSettings(
+        variant="temporal", stride=8, heatmap_sigma=8.0, outlier_prob=prob, image_size=SIZE
+    )
+    weights = PotentialWeights(torch.full((K,), 1.0 / 2.0**2), torch.ones(0))  # steps of 2 px
+    return PosteriorModel(settings, weights, GuideCorrection(K), SIZE)
+
+
+def test_the_robust_posterior_does_not_follow_an_injected_swap():
+    """Confident detections (2 px spread) of slow keypoints; every 20 frames one keypoint takes
+    another's detection for 1-2 frames. The Gaussian form follows the swap most of the way; the
+    robust form stays with the temporal prior."""
+    bench = _bench()
+    truth = _smooth_track(T=400, K=4, seed=1)
+    rng = np.random.default_rng(2)
+    T, K, _ = truth.shape
+    summaries = NetworkSummaries(
+        mean=truth + rng.normal(0.0, 1.0, truth.shape),
+        cov=np.broadcast_to(4.0 * np.eye(2), (T, K, 2, 2)).copy(),
+        confidence=np.full((T, K), 0.8),
+        frame_index=np.arange(T),
+    )
+    models = {"robust": _posterior_model(K, 0.05), "gaussian": _posterior_model(K, 0.0)}
+    clean = {name: model.posterior(summaries, SIZE).mean for name, model in models.items()}
+    for name in clean:  # without swaps both are near the truth
+        assert np.sqrt(np.mean((clean[name] - truth) ** 2)) < 1.5
+    corrupted, events = bench.inject_swaps(summaries, 2, 20, 40.0, seed=0)
+    assert len(events) >= 15
+    for e in events:  # each swap is another keypoint's real detection, far enough away
+        swapped = corrupted.mean[e.start, e.keypoint]
+        others = np.delete(summaries.mean[e.start], e.keypoint, axis=0)
+        assert np.min(np.linalg.norm(others - swapped, axis=-1)) == 0.0
+        assert e.size > 40.0
+    result = bench.injected_jumps(summaries, models, clean, SIZE, [1, 2], 20, 40.0, seed=0)
+    for frames in ("1", "2"):
+        assert result[frames]["robust"]["followed"] <= 0.05, result
+        assert result[frames]["robust"]["median_moved_px"] < 3.0, result
+        assert result[frames]["gaussian"]["median_share"] > 0.3, result

@@ -12,6 +12,7 @@ from dgp_pyro.data.augment import (
     check_size,
     default_size,
     flip_permutation,
+    motion_blur,
     random_affine,
     resize_frames,
     scale_points,
@@ -167,3 +168,100 @@ def test_augment_config_round_trip():
     assert AugmentConfig.from_dict(config.to_dict()) == config
     with pytest.raises(DGPError, match="unknown augmentation"):
         AugmentConfig.from_dict({"spin": 3})
+
+
+def test_occluding_patch_is_flat_and_keeps_the_labels():
+    images = torch.full((6, 48, 64, 3), 100, dtype=torch.uint8)
+    points = torch.rand(6, 3, 2) * 40
+    config = AugmentConfig.none()
+    config.occlusion = 1.0
+    out, moved = augment_batch(images, points, config, torch.Generator().manual_seed(0))
+    assert torch.allclose(moved, points, atol=1e-5)  # an occluded part keeps its label
+    short = 48
+    for image in out:
+        changed = (image != 100).any(dim=-1)
+        assert changed.any()
+        rows, cols = torch.nonzero(changed, as_tuple=True)
+        grey = image[rows, cols]
+        assert (grey == grey[0]).all()  # one flat grey level
+        # a rectangle (clipped by the image), no larger than a square of occlusion_size
+        h_box, w_box = int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1
+        assert int(changed.sum()) == h_box * w_box
+        assert h_box * w_box <= (config.occlusion_size * short) ** 2 + 2 * short
+
+
+def test_motion_blur_keeps_a_dot_centred_and_spreads_it_along_a_line():
+    h, w = 64, 64
+    truth = np.array([[[31.0, 30.0], [20.0, 40.0], [45.0, 20.0]]] * 4)
+    images = _render_dots(h, w, truth, radius=1.2)
+    config = AugmentConfig.none()
+    config.motion_blur, config.blur_length = 1.0, 11.0
+    out, moved = augment_batch(
+        images, torch.from_numpy(truth).float(), config, torch.Generator().manual_seed(4)
+    )
+    out = out.numpy().astype(float)
+    spreads = []
+    for b in range(len(truth)):
+        for k in range(3):
+            before, after = images[b, :, :, k].numpy().astype(float), out[b, :, :, k]
+            np.testing.assert_allclose(_centroid(after, truth[b, k], radius=8), truth[b, k], atol=0.3)
+            np.testing.assert_allclose(after.sum(), before.sum(), rtol=0.03)  # brightness kept
+            spreads.append(after.max() / before.max())
+    assert min(spreads) < 0.5  # the longer blurs smear the dots
+    assert torch.allclose(moved, torch.from_numpy(truth).float())
+
+
+def test_motion_blur_spreads_along_its_angle_by_its_length():
+    h, w = 48, 48
+    image = _render_dots(h, w, np.array([[[24.0, 24.0]]]), radius=1.0).float()
+    config = AugmentConfig(motion_blur=0.5, blur_length=13.0)
+    yy, xx = np.mgrid[0:h, 0:w]
+
+    def variances(out: torch.Tensor) -> tuple[float, float]:
+        m = out[0, :, :, 0].numpy()
+        m = m / m.sum()
+        return float((m * (xx - 24.0) ** 2).sum()), float((m * (yy - 24.0) ** 2).sum())
+
+    before = variances(image)
+    # switch on, longest blur, angle 0 (along x) then pi/2 (along y)
+    along_x = variances(motion_blur(image, torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64), config))
+    along_y = variances(motion_blur(image, torch.tensor([[0.0, 1.0, 0.5]], dtype=torch.float64), config))
+    line = 13.0**2 / 12.0  # variance of a uniform segment of length 13
+    assert along_x[0] - before[0] == pytest.approx(line, rel=0.2) and along_x[1] == pytest.approx(
+        before[1], rel=0.1
+    )
+    assert along_y[1] - before[1] == pytest.approx(line, rel=0.2) and along_y[0] == pytest.approx(
+        before[0], rel=0.1
+    )
+    # switched off: unchanged
+    assert torch.equal(
+        motion_blur(image, torch.tensor([[0.7, 1.0, 0.0]], dtype=torch.float64), config), image
+    )
+
+
+def test_corruptions_draw_only_when_switched_on():
+    images = torch.zeros(4, 32, 32, 3, dtype=torch.uint8)
+    points = torch.rand(4, 2, 2) * 31
+    g_default, g_affine = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    augment_batch(images, points, AugmentConfig(), g_default)
+    random_affine(4, (32, 32), AugmentConfig(), g_affine)
+    # off (the default): the stream is what it was before the corruptions existed
+    assert torch.equal(torch.rand(3, generator=g_default), torch.rand(3, generator=g_affine))
+    g_on, g_more = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    augment_batch(images, points, AugmentConfig(occlusion=0.1), g_on)
+    augment_batch(images, points, AugmentConfig(motion_blur=0.9, occlusion=0.7), g_more)
+    assert torch.equal(torch.rand(3, generator=g_on), torch.rand(3, generator=g_more))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"occlusion": 1.5}, "occlusion=1.5 is a probability"),
+        ({"rotation": -3}, "rotation=-3 must not be negative"),
+        ({"motion_blur": "often"}, "motion_blur='often' is not a number"),
+        ({"occlusion_size": 0}, "occlusion_size=0 must be in"),
+    ],
+)
+def test_bad_augmentation_settings_say_which(settings, message):
+    with pytest.raises(DGPError, match=message):
+        AugmentConfig.from_dict(settings)

@@ -301,6 +301,21 @@ def test_negative_absent_weight(synth1, tmp_path):
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
+def test_augment_settings_reach_the_run_and_bad_ones_are_named(synth1, tmp_path):
+    code, _, stderr = cli(
+        "train", synth1, "--out", tmp_path / "a", *SIZE, "--steps", 2, "--quiet",
+        "--augment", "occlusion=0.5", "--augment", "motion_blur=0.3",
+    )  # fmt: skip
+    assert code == 0, stderr
+    augment = load_run(tmp_path / "a").config.augment
+    assert augment["occlusion"] == 0.5 and augment["motion_blur"] == 0.3 and augment["rotation"] == 15.0
+    code, _, stderr = cli("train", synth1, "--out", tmp_path / "b", "--augment", "blur=2", "--quiet")
+    assert code == 2 and "unknown augmentation settings ['blur']" in stderr
+    code, _, stderr = cli("train", synth1, "--out", tmp_path / "c", "--augment", "occlusion=2", "--quiet")
+    assert code == 2 and "occlusion=2 is a probability" in stderr
+    assert not (tmp_path / "c" / "checkpoints").exists()
+
+
 def test_cuda_requested_but_missing(synth1, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")

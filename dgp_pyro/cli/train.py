@@ -18,8 +18,10 @@ from dgp_pyro.cli.options import (
     add_model_option_argument,
     add_view_arguments,
     holdout_argument,
+    parse_model_option,
     parse_size,
 )
+from dgp_pyro.data.augment import AUGMENT_OFF
 from dgp_pyro.errors import DGPError
 from dgp_pyro.model.registry import MODELS, MODELS_3D
 from dgp_pyro.posterior.fit import fit_run
@@ -117,6 +119,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-augment", action="store_true", help="train without data augmentation")
     parser.add_argument(
+        "--augment",
+        action="append",
+        type=parse_model_option,
+        default=[],
+        metavar="NAME=VALUE",
+        help="an augmentation setting, e.g. rotation=30, occlusion=0.5 or motion_blur=0.3 "
+        "(see dgp_pyro.data.augment.AugmentConfig)",
+    )
+    parser.add_argument(
         "--videos",
         nargs="+",
         default=None,
@@ -180,7 +191,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         config.holdout = str(Path(config.holdout).expanduser().absolute())
     augment = dict(config.augment)
     if args.no_augment:
-        augment.update(rotation=0.0, scale=0.0, translate=0.0, brightness=0.0, contrast=0.0, flip=0.0)
+        augment.update(AUGMENT_OFF)
+    augment.update(dict(args.augment))
     if args.flip_pairs:
         augment.update(flip=0.5, flip_pairs=[list(p) for p in args.flip_pairs])
     config.augment = augment

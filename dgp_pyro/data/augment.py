@@ -22,12 +22,20 @@ swaps the channels of user-given left/right keypoint pairs) plus a brightness an
 change. Images are warped with ``F.affine_grid`` / ``F.grid_sample`` (bilinear, black
 padding) and the labels are moved by exactly the same matrix; a label pushed outside the
 image becomes missing (NaN). All randomness comes from a ``torch.Generator`` passed in, and
-each batch draws the same number of random numbers whatever the settings, so a run is
+each batch draws the same number of random numbers whatever the ranges, so a run is
 reproducible and resumable.
+
+Two optional corruptions, off by default, are the ones DeepLabCut and Lightning Pose add for
+hard frames: an **occluding patch** (:func:`occlude`, a flat grey rectangle over part of the
+image; the labels under it stay, so the network learns to place a hidden part from its
+context) and **motion blur** (:func:`motion_blur`, a line kernel of random length and angle).
+They draw their own ``9 * B`` uniforms only when one of them is switched on, so runs without
+them keep the random stream they always had.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -113,6 +121,18 @@ def resize_frames(frames: UInt8[Tensor, "b h w 3"], size: Sequence[int]) -> UInt
 
 # --------------------------------------------------------------------------- augmentation
 
+#: The settings that switch every augmentation off (:meth:`AugmentConfig.none`, ``--no-augment``).
+AUGMENT_OFF = {
+    "rotation": 0.0,
+    "scale": 0.0,
+    "translate": 0.0,
+    "brightness": 0.0,
+    "contrast": 0.0,
+    "flip": 0.0,
+    "occlusion": 0.0,
+    "motion_blur": 0.0,
+}
+
 
 @dataclass
 class AugmentConfig:
@@ -128,6 +148,11 @@ class AugmentConfig:
             keypoints that have a left and a right side (a flip with no pairs keeps every
             keypoint's name, which is right only for symmetric keypoints such as a nose).
         flip_pairs: left/right keypoint name pairs whose channels swap under a flip.
+        occlusion: probability of one occluding patch per image (:func:`occlude`).
+        occlusion_size: largest side of a patch as a fraction of the image's short side (each
+            side drawn in ``[occlusion_size / 4, occlusion_size]``).
+        motion_blur: probability of motion blur per image (:func:`motion_blur`).
+        blur_length: longest blur, training pixels (drawn in ``[1, blur_length]``).
     """
 
     rotation: float = 15.0
@@ -137,6 +162,41 @@ class AugmentConfig:
     contrast: float = 0.2
     flip: float = 0.0
     flip_pairs: list[tuple[str, str]] = field(default_factory=list)
+    occlusion: float = 0.0
+    occlusion_size: float = 0.4
+    motion_blur: float = 0.0
+    blur_length: float = 9.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "rotation",
+            "scale",
+            "translate",
+            "brightness",
+            "contrast",
+            "flip",
+            "occlusion",
+            "occlusion_size",
+            "motion_blur",
+            "blur_length",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise DGPError(f"augmentation {name}={value!r} is not a number")
+            if value < 0:
+                raise DGPError(f"augmentation {name}={value} must not be negative")
+        for name in ("flip", "occlusion", "motion_blur"):
+            if getattr(self, name) > 1:
+                raise DGPError(
+                    f"augmentation {name}={getattr(self, name)} is a probability: give one in [0, 1]"
+                )
+        if not 0.0 < self.occlusion_size <= 1.0:
+            raise DGPError(f"augmentation occlusion_size={self.occlusion_size} must be in (0, 1]")
+
+    @property
+    def corrupts(self) -> bool:
+        """Whether the occlusion or the blur is on (they then draw their own uniforms)."""
+        return self.occlusion > 0 or self.motion_blur > 0
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -156,7 +216,7 @@ class AugmentConfig:
     @classmethod
     def none(cls) -> AugmentConfig:
         """No augmentation at all (identity transform, unchanged pixels)."""
-        return cls(rotation=0.0, scale=0.0, translate=0.0, brightness=0.0, contrast=0.0, flip=0.0)
+        return cls(**AUGMENT_OFF)
 
 
 def flip_permutation(keypoints: Sequence[str], pairs: Sequence[Sequence[str]]) -> Tensor:
@@ -265,6 +325,10 @@ def augment_batch(
     contrast = photo[:, 1].float().view(b, 1, 1, 1)
     brightness = photo[:, 0].float().view(b, 1, 1, 1)
     out = (out - mean) * contrast + mean + brightness
+    if config.corrupts:
+        u = torch.rand(b, 9, generator=generator, dtype=torch.float64)
+        out = occlude(out, u[:, :6], config)
+        out = motion_blur(out, u[:, 6:], config)
     out = out.round_().clamp_(0, 255).to(torch.uint8)
 
     new_points = transform_points(points.double(), matrices, (w, h)).to(points.dtype)
@@ -272,3 +336,64 @@ def augment_batch(
         swapped = new_points[:, flip_perm]
         new_points = torch.where(flipped[:, None, None], swapped, new_points)
     return out, new_points
+
+
+def occlude(
+    images: Float[Tensor, "b h w 3"], uniforms: Float[Tensor, "b 6"], config: AugmentConfig
+) -> Float[Tensor, "b h w 3"]:
+    """Paint one flat grey rectangle over each image whose first uniform is below ``config.occlusion``.
+
+    ``uniforms`` per image: [switch, centre x, centre y, size, aspect, grey level], all in
+    [0, 1): the rectangle's area is that of a square of side ``[size / 4, size]`` times the
+    short side, its aspect 1:2 to 2:1. Labels are not changed.
+    """
+    b, h, w, _ = images.shape
+    on = uniforms[:, 0] < config.occlusion
+    if not bool(on.any()):
+        return images
+    short = min(w, h)
+    side = short * config.occlusion_size * (0.25 + 0.75 * uniforms[:, 3])
+    aspect = 2.0 ** (2.0 * uniforms[:, 4] - 1.0)  # width / height
+    half_w, half_h = side * aspect.sqrt() / 2.0, side / aspect.sqrt() / 2.0
+    cx, cy = uniforms[:, 1] * w, uniforms[:, 2] * h
+    xs = torch.arange(w, dtype=torch.float64)
+    ys = torch.arange(h, dtype=torch.float64)
+    inside_x = (xs[None, :] - cx[:, None]).abs() <= half_w[:, None]
+    inside_y = (ys[None, :] - cy[:, None]).abs() <= half_h[:, None]
+    mask = (inside_y[:, :, None] & inside_x[:, None, :] & on[:, None, None])[..., None]
+    grey = (255.0 * uniforms[:, 5]).float().view(b, 1, 1, 1)
+    return torch.where(mask, grey, images)
+
+
+def motion_blur(
+    images: Float[Tensor, "b h w 3"], uniforms: Float[Tensor, "b 3"], config: AugmentConfig
+) -> Float[Tensor, "b h w 3"]:
+    """Blur each image whose first uniform is below ``config.motion_blur`` along a random line.
+
+    ``uniforms`` per image: [switch, length, angle]; the kernel is a line of length in
+    ``[1, blur_length]`` pixels through the centre (a pixel's weight falls linearly to zero
+    one pixel off the line), normalised to sum 1, so the brightness is kept and a keypoint's
+    blurred image stays centred on its label. Edges are padded by replication.
+    """
+    b, h, w, _ = images.shape
+    on = uniforms[:, 0] < config.motion_blur
+    if not bool(on.any()) or config.blur_length <= 1:
+        return images
+    radius = int(math.ceil(config.blur_length / 2.0))
+    grid = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    gy, gx = torch.meshgrid(grid, grid, indexing="ij")
+    length = 1.0 + (config.blur_length - 1.0) * uniforms[:, 1]
+    angle = math.pi * uniforms[:, 2]
+    dx, dy = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    along = gx * dx + gy * dy
+    across = (gx * dy - gy * dx).abs()
+    inside = (along.abs() <= length[:, None, None] / 2.0).double()
+    kernel = (1.0 - across).clamp(min=0.0) * inside
+    identity = torch.zeros_like(kernel[0])
+    identity[radius, radius] = 1.0
+    kernel = torch.where(on[:, None, None], kernel / kernel.sum(dim=(1, 2), keepdim=True), identity)
+    x = images.permute(0, 3, 1, 2).reshape(1, b * 3, h, w)
+    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    weight = kernel.float().repeat_interleave(3, dim=0)[:, None]
+    out = F.conv2d(x, weight, groups=b * 3)
+    return out.reshape(b, 3, h, w).permute(0, 2, 3, 1)

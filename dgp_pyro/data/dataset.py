@@ -118,8 +118,9 @@ class LabeledImages(torch.utils.data.Dataset):
         """Draw ``batch_size`` images uniformly (with replacement) and augment them.
 
         Every call draws ``batch_size`` indices and ``7 * batch_size`` augmentation uniforms
-        from ``generator``, whatever ``augment`` is, so the random stream is the same shape
-        for every setting.
+        from ``generator``, whatever the ranges of ``augment`` are, so the random stream is the
+        same shape for every setting (occlusion and motion blur, when on, draw ``9 * batch_size``
+        more).
         """
         index = torch.randint(len(self), (batch_size,), generator=generator)
         images, points = self.images[index], self.points[index]

@@ -6,6 +6,10 @@ normally gets its file renamed to the final name (``os.replace`` is atomic on PO
 Windows). An interrupted or failed write leaves the previous file, if any, untouched; a write
 killed outright (``kill -9``) leaves its hidden temporary file, which :func:`remove_stale_temporaries`
 removes on the next run.
+
+The temporary file is created private (``mkstemp`` makes it ``0600``); before the rename it gets
+the mode a plain ``open()`` would have given the file (``0666`` less the process's umask), or
+the mode of the file it replaces, so colleagues sharing a lab's storage can read the outputs.
 """
 
 from __future__ import annotations
@@ -23,6 +27,17 @@ from typing import Any
 _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")
 
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once, at import, before any writer thread
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: The mode a new output file gets, as ``open()`` would have made it.
+_NEW_FILE_MODE = 0o666 & ~_read_umask()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
@@ -37,6 +52,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        mode = path.stat().st_mode & 0o7777 if path.exists() else _NEW_FILE_MODE
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -11,8 +13,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from dgp_pyro.cli.main import main
 from dgp_pyro.data.labels import LabelTable, read_labels, write_labels
 from dgp_pyro.data.project import load_project
+from dgp_pyro.data.view_layout import suggest_suffix_views
 from dgp_pyro.errors import DGPError
 
 NAN = np.nan
@@ -232,6 +236,29 @@ def test_mirror_project_defaults_to_one_view(mirror_project: Path):
     project = load_project(mirror_project)
     assert project.view_layout == "single" and project.labels.shape == (90, 1, 17, 2)
     assert project.sessions == {"test_vid": {"main": mirror_project.absolute() / "videos/test_vid.mp4"}}
+    # ... but its keypoint names say how to read it as two views, and `info` says so
+    assert project.summary()["suggested_views"] == ["top", "bot"]
+    assert load_project(mirror_project, views=["top", "bot"]).summary()["suggested_views"] == []
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["info", str(mirror_project)]) == 0
+    assert "--views top bot reads them as views" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("names", "views"),
+    [
+        (["paw_top", "nose_top", "ear_top", "paw_bot", "nose_bot", "tail_bot"], ["top", "bot"]),
+        (["a_cam1", "b_cam1", "c_cam1", "a_cam2", "b_cam2", "c_cam2"], ["cam1", "cam2"]),
+        (["Hand", "Finger1", "Finger2", "Joystick1", "Joystick2"], []),  # reaching: no suffixes
+        (["left_paw", "right_paw", "left_ear", "right_ear"], []),  # sides of parts, not views
+        (["fl_paw", "fr_paw", "hl_paw", "hr_paw", "l_ear", "r_ear"], []),
+        (["paw_top", "nose_top", "ear_top", "paw_bot", "nose_bot", "tail"], []),  # tail: no suffix
+        (["paw_top", "nose_top", "tail_top", "paw_bot", "nose_bot"], []),  # bot: two names only
+    ],
+)
+def test_suggested_views_from_keypoint_names(names, views):
+    assert suggest_suffix_views(names) == views
 
 
 def test_mirror_project_explicit_layouts(mirror_project: Path):

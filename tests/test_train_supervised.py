@@ -436,6 +436,13 @@ def test_mirror_project_end_to_end(mirror_project, tmp_path):
     assert code == 0, stderr
     table = read_predictions(tmp_path / "pred" / "test_vid_DGPpyro_supervised.h5")
     assert table.xy.shape == (20, len(run.config.keypoints), 2)
+    # without --views a 2D run says how the keypoint names could be read as views
+    code, stdout, stderr = cli(
+        "train", mirror_project, "--out", tmp_path / "one_view", *SIZE,
+        "--steps", 1, "--batch-size", 2, "--quiet",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "note: the keypoint names look like views of one image (top bot): --views top bot" in stdout
 
 
 def test_a_run_of_another_format_version_is_refused_with_how_to_retrain(tiny_run, tmp_path):

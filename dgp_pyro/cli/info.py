@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dgp_pyro.cli.options import add_view_arguments
+from dgp_pyro.cli.options import add_view_arguments, suggestion
 from dgp_pyro.data.project import load_project
 from dgp_pyro.data.video import video_info
 
@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     edges = ", ".join(f"{a}-{b}" for a, b in summary["skeleton"]) or "none"
     print(f"skeleton     {edges}")
     print(f"views        {', '.join(summary['views'])} ({summary['view_layout']})")
+    if summary["suggested_views"]:
+        print(f"             {suggestion(summary['suggested_views'])}")
     if summary["videos"]:
         for video in summary["videos"]:
             print(f"video        {video['path']}: {video['n_frames']} frames at {video['fps']:.2f} fps")

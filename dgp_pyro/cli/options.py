@@ -69,3 +69,12 @@ def add_view_arguments(parser: argparse.ArgumentParser) -> None:
         help="how views are stored: one folder per view, or <keypoint>_<view> columns of one image "
         "(suffix: a mirror rig) (default: detected)",
     )
+
+
+def suggestion(views: list[str]) -> str:
+    """The hint for a single-view project whose keypoint names look like views of one image."""
+    names = " ".join(views)
+    return (
+        f"the keypoint names look like views of one image ({names}): --views {names} "
+        "reads them as views, for `calibrate` and the 3D models (dgp3d)"
+    )

@@ -20,8 +20,10 @@ from dgp_pyro.cli.options import (
     holdout_argument,
     parse_model_option,
     parse_size,
+    suggestion,
 )
 from dgp_pyro.data.augment import AUGMENT_OFF
+from dgp_pyro.data.view_layout import suggest_suffix_views
 from dgp_pyro.errors import DGPError
 from dgp_pyro.model.registry import MODELS, MODELS_3D
 from dgp_pyro.posterior.fit import fit_run
@@ -229,4 +231,8 @@ def run(args: argparse.Namespace) -> int:
             f"{len(run_.split['train'])} training / {len(run_.split['test'])} held-out images; "
             f"run: {run_.path}"
         )
+    if config.model not in MODELS_3D and not config.views:
+        suggested = suggest_suffix_views(list(run_.config.keypoints))
+        if suggested:
+            print(f"note: {suggestion(suggested)}")
     return 0

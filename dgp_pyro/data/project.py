@@ -68,6 +68,7 @@ from dgp_pyro.data.view_layout import (
     label_folder_names,
     pick_layout,
     sessions_of_videos,
+    suggest_suffix_views,
 )
 from dgp_pyro.errors import DGPError
 
@@ -251,7 +252,9 @@ class Project:
         labels), ``keypoints`` (the body parts), ``network_keypoints``, ``skeleton``,
         ``views``, ``view_layout``, ``videos`` (``[{path, view, session}]``; ``view`` is None
         for a video holding every view, the suffix layout), ``label_files``,
-        ``calibration`` (path or None), ``cameras`` (camera names or None), ``ground_truth``.
+        ``calibration`` (path or None), ``cameras`` (camera names or None), ``ground_truth``,
+        ``suggested_views`` (views the keypoint names of a single-view project suggest,
+        :func:`~dgp_pyro.data.view_layout.suggest_suffix_views`).
         """
         videos = []
         for video in self.videos():
@@ -278,6 +281,9 @@ class Project:
             "calibration": None if self.calibration is None else str(self.calibration),
             "cameras": self.camera_names(),
             "ground_truth": None if self.ground_truth is None else str(self.ground_truth),
+            "suggested_views": (
+                suggest_suffix_views(list(self.bodyparts)) if self.view_layout == "single" else []
+            ),
         }
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "build_suffix",
     "pick_layout",
     "sessions_of_videos",
+    "suggest_suffix_views",
 ]
 
 LAYOUTS = ("single", "folders", "suffix")
@@ -115,6 +116,27 @@ def _strip_view(name: str, view: str, cam_regex: str | None = None) -> str:
 def _suffix_view(column: str, views: list[str]) -> str | None:
     hits = [v for v in views if column.endswith(f"_{v}") and len(column) > len(v) + 1]
     return max(hits, key=len) if hits else None
+
+
+def suggest_suffix_views(columns: list[str]) -> list[str]:
+    """The views a single-view project's keypoint names suggest (a mirror rig), else ``[]``.
+
+    Every name must end in ``_<token>``, at least two tokens each ending three names or more
+    (``left_paw``, ``right_paw``: sides of a part, not views), and some body part must appear
+    under two of them (``paw_top`` and ``paw_bot``): then the tokens, in order of first
+    appearance, are likely views of one image (``--views top bot``).
+    """
+    split = [column.rsplit("_", 1) for column in columns]
+    if len(columns) < 4 or any(len(parts) != 2 or not all(parts) for parts in split):
+        return []
+    tokens = list(dict.fromkeys(token for _, token in split))
+    counts = {token: sum(t == token for _, t in split) for token in tokens}
+    parts_by_token = {token: {base for base, t in split if t == token} for token in tokens}
+    shared = [t for t in tokens if counts[t] >= 3]
+    if len(shared) < 2 or len(shared) != len(tokens):
+        return []
+    repeated = any(parts_by_token[a] & parts_by_token[b] for a in shared for b in shared if a < b)
+    return shared if repeated else []
 
 
 def label_folder_names(sources: list[LabelSource]) -> list[str]:

@@ -161,6 +161,9 @@ def injected_jumps(
     out = {}
     for frames in lengths:
         corrupted, events = inject_swaps(summaries, frames, every, min_px, seed)
+        if not events:  # no two keypoints ever --min-px apart
+            out[str(frames)] = {"swaps": 0}
+            continue
         row: dict = {"swaps": len(events), "median_swap_px": float(np.median([e.size for e in events]))}
         for name, model in models.items():
             moved = model.posterior(corrupted, frame_size).mean

@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 import torch
 
+from dgp_pyro.data.synthetic import write_synthetic_project
 from dgp_pyro.eval.jumps import Jump, find_jumps, follow_shares
 from dgp_pyro.model.dgp import ModelSettings
 from dgp_pyro.model.potentials import PotentialWeights
 from dgp_pyro.model.structured_guide import GuideCorrection
+from dgp_pyro.posterior.fit import fit_run
 from dgp_pyro.posterior.posterior2d import PosteriorModel
 from dgp_pyro.posterior.predict import NetworkSummaries
+from dgp_pyro.run import RunConfig, load_run
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SIZE = (320, 256)
@@ -100,3 +103,36 @@ def test_the_robust_posterior_does_not_follow_an_injected_swap():
         assert result[frames]["robust"]["followed"] <= 0.05, result
         assert result[frames]["robust"]["median_moved_px"] < 3.0, result
         assert result[frames]["gaussian"]["median_share"] > 0.3, result
+
+
+def test_bench_robust_jumps_runs_on_a_trained_run(tmp_path):
+    """The script end to end on a tiny dgp run of a synthetic project: one JSON line and a figure.
+    The network's output is the cache (``--summaries``), written here with known jumps, so the
+    numbers do not hang on what a 4-step network detects."""
+    project = write_synthetic_project(
+        tmp_path / "synth", views=1, frames=120, labeled=16, seed=0, size=(64, 64)
+    )
+    config = RunConfig(
+        project=str(project), model="dgp", backbone="resnet18", size=[64, 64], steps=4, batch_size=4,
+        holdout=0.2, checkpoint_every=100, model_options={"window": 4},
+    )  # fmt: skip
+    fit_run(config, tmp_path / "run", progress=False)
+    K = len(load_run(tmp_path / "run").config.keypoints)
+    rng = np.random.default_rng(0)
+    track = rng.uniform(8, 56, size=(1, K, 2)) + np.cumsum(rng.normal(0, 0.3, size=(120, K, 2)), axis=0)
+    track[30, 0] += [20.0, 0.0]  # two confident jumps of the network
+    track[70:72, 1] += [0.0, -18.0]
+    cache = tmp_path / "summaries.npz"
+    confidence = np.full((120, K), 0.9)
+    np.savez(cache, mean=track, cov=np.broadcast_to(np.eye(2), (120, K, 2, 2)), confidence=confidence,
+             frame_index=np.arange(120))  # fmt: skip
+    args = [str(tmp_path / "run"), "--min-px", "10", "--inject-every", "10", "--inject-frames", "1", "2",
+            "--summaries", str(cache), "--out", str(tmp_path / "figs")]  # fmt: skip
+    result = _bench().main(args)
+    assert result["frames"] == 120 and result["model"] == "dgp"
+    natural = result["natural"]
+    assert natural["jumps"] == 2 and natural["confident_jumps"] == 2
+    assert natural["by_keypoint"][:2] == [1, 1]
+    assert natural["robust"]["confident"]["followed"] is not None
+    assert set(result["injected"]) == {"1", "2"} and result["injected"]["1"]["swaps"] > 5
+    assert Path(result["figure"]).is_file()

@@ -122,6 +122,24 @@ def test_learning_beats_mean_pose_and_evaluate_reports_it(learned_run, synth1):
     assert code == 0 and "rmse_px" in stdout and "held-out labeled frames" in stdout
 
 
+def test_evaluate_predicts_again_after_the_code_changed(learned_run, monkeypatch):
+    from dgp_pyro.eval import prediction_cache
+
+    run = load_run(learned_run)
+    cache = run.predictions_dir / f"labeled_test_{run.scorer}.h5"
+    assert cli("evaluate", learned_run, "--json")[0] == 0
+    assert prediction_cache.is_fresh(cache, run)
+    written = cache.stat().st_ino
+    assert cli("evaluate", learned_run, "--json")[0] == 0
+    assert cache.stat().st_ino == written  # the same code: read back
+    monkeypatch.setattr(prediction_cache, "code_fingerprint", lambda: "another-version")
+    assert not prediction_cache.is_fresh(cache, run)
+    code, stdout, stderr = cli("evaluate", learned_run, "--json")
+    assert code == 0, stderr
+    assert cache.stat().st_ino != written  # predicted again, not scored from the old table
+    assert prediction_cache.is_fresh(cache, run)
+
+
 def test_evaluate_errors_writes_the_analysis(learned_run, tmp_path):
     """--errors: one CSV row per labeled held-out keypoint, errors equal to evaluate's, worst first."""
     import csv

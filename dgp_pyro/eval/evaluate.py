@@ -60,7 +60,7 @@ from dgp_pyro.errors import DGPError
 from dgp_pyro.eval.error_analysis import write_error_analysis
 from dgp_pyro.eval.ground_truth import channel_map, load_truth, truth_session
 from dgp_pyro.eval.metrics import keypoint_errors, mean_pose_baseline, summarize_errors
-from dgp_pyro.eval.prediction_cache import NetworkOnce, cached_table, ensure_3d_tables
+from dgp_pyro.eval.prediction_cache import NetworkOnce, cached_table, ensure_3d_tables, mark_fresh
 from dgp_pyro.model.registry import is_3d
 from dgp_pyro.model.views3d import ViewChannels
 from dgp_pyro.posterior.calibration_file import POSTERIOR_CALIBRATION, out_of_sample_coverage, variance_scale
@@ -135,6 +135,7 @@ def evaluate_test_images(
             extras=posterior.interval_columns(),
         )
         write_prediction_files(table, run.predictions_dir, cache.stem, formats=("h5",))
+        mark_fresh(cache)
     truth = samples.labels[test]
     dist = keypoint_errors(table.xy, truth)
     out.update(summarize_errors(dist, keypoints, truth_present=np.isfinite(truth).all(-1)))
@@ -215,6 +216,7 @@ def evaluate_truth(
                 _, table, _ = write_video_prediction(
                     run, video, run.predictions_dir, stem, LEVELS, network(), batch_size, progress
                 )
+                mark_fresh(run.predictions_dir / f"{stem}.h5")
             pred = table.xy
             tables.append(table)
             if len(pred) != t:

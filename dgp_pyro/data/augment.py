@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -168,18 +168,7 @@ class AugmentConfig:
     blur_length: float = 9.0
 
     def __post_init__(self) -> None:
-        for name in (
-            "rotation",
-            "scale",
-            "translate",
-            "brightness",
-            "contrast",
-            "flip",
-            "occlusion",
-            "occlusion_size",
-            "motion_blur",
-            "blur_length",
-        ):
+        for name in (f.name for f in fields(self) if f.name != "flip_pairs"):  # the numbers
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise DGPError(f"augmentation {name}={value!r} is not a number")

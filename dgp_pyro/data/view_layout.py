@@ -16,6 +16,7 @@ images of a :class:`~dgp_pyro.data.project.Project`; :func:`sessions_of_videos` 
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -129,14 +130,14 @@ def suggest_suffix_views(columns: list[str]) -> list[str]:
     split = [column.rsplit("_", 1) for column in columns]
     if len(columns) < 4 or any(len(parts) != 2 or not all(parts) for parts in split):
         return []
-    tokens = list(dict.fromkeys(token for _, token in split))
-    counts = {token: sum(t == token for _, t in split) for token in tokens}
-    parts_by_token = {token: {base for base, t in split if t == token} for token in tokens}
-    shared = [t for t in tokens if counts[t] >= 3]
-    if len(shared) < 2 or len(shared) != len(tokens):
+    parts_by_token: dict[str, set[str]] = {}  # in order of first appearance
+    for base, token in split:
+        parts_by_token.setdefault(token, set()).add(base)
+    tokens = list(parts_by_token)
+    if len(tokens) < 2 or any(len(parts) < 3 for parts in parts_by_token.values()):
         return []
-    repeated = any(parts_by_token[a] & parts_by_token[b] for a in shared for b in shared if a < b)
-    return shared if repeated else []
+    repeated = any(parts_by_token[a] & parts_by_token[b] for a, b in itertools.combinations(tokens, 2))
+    return tokens if repeated else []
 
 
 def label_folder_names(sources: list[LabelSource]) -> list[str]:

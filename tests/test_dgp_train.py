@@ -22,7 +22,7 @@ from dgp_pyro.posterior.fit import fit_run
 from dgp_pyro.posterior.marginals import interval_coverage
 from dgp_pyro.posterior.posterior2d import PosteriorModel
 from dgp_pyro.posterior.predict import NetworkSummaries
-from dgp_pyro.run import RunConfig
+from dgp_pyro.run import RunConfig, load_run
 from dgp_pyro.train.joint import ELBO_LOG
 
 OPTIONS = {"window": 4, "windows_per_step": 1, "random_windows": 6, "dgp_start": 0.25}
@@ -76,17 +76,18 @@ def test_training_logs_elbo_parts_and_sets_weights(dgp_run):
     assert state["temporal_ready"] and torch.isfinite(temporal).all() and (temporal > 0).all()
 
 
-def test_resume_is_exact(project, tmp_path):
+@pytest.mark.parametrize("skeleton", ["auto", "learned"])
+def test_resume_is_exact(project, tmp_path, skeleton):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    fit_run(tiny(project, steps=6), straight, progress=False)
+    fit_run(tiny(project, steps=6, skeleton=skeleton), straight, progress=False)
 
     def interrupt(step, loss):
         if step == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit_run(tiny(project, steps=6), resumed, progress=False, on_step=interrupt)
-    fit_run(tiny(project, steps=6), resumed, resume=True, progress=False)
+        fit_run(tiny(project, steps=6, skeleton=skeleton), resumed, progress=False, on_step=interrupt)
+    fit_run(tiny(project, steps=6, skeleton=skeleton), resumed, resume=True, progress=False)
     a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
     for key in a["model"]:
@@ -154,6 +155,7 @@ def test_unknown_option_is_refused(project, tmp_path):
         ("temporal_strength", "strong", "positive"),
         ("dgp_start", 1.0, "[0, 1)"),
         ("guide_lr", 0, "positive"),
+        ("skeleton", "tree", "auto, project, learned, none"),
     ],
 )
 def test_option_out_of_range_is_refused_before_training(project, tmp_path, option, value, what):
@@ -161,6 +163,31 @@ def test_option_out_of_range_is_refused_before_training(project, tmp_path, optio
         fit_run(tiny(project, steps=2, **{option: value}), tmp_path / "run", progress=False)
     assert option in str(info.value) and what in str(info.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_learned_skeleton_replaces_the_projects_and_its_run_predicts(project, tmp_path):
+    """``skeleton=learned``: the labels' forest, with offsets, in the run's config and checkpoint;
+    the run's posterior reads them back. ``auto`` keeps the project's skeleton (the synthetic
+    animal has one), ``none`` drops it."""
+    runs = {}
+    for choice in ("auto", "learned", "none"):
+        runs[choice] = tmp_path / choice
+        fit_run(tiny(project, steps=4, skeleton=choice), runs[choice], progress=False)
+    configs = {c: json.loads((r / "config.json").read_text()) for c, r in runs.items()}
+    project_skeleton = configs["auto"]["skeleton"]
+    learned = configs["learned"]["skeleton"]
+    assert project_skeleton and learned and learned != project_skeleton
+    assert len(learned) < len(configs["learned"]["keypoints"])  # a forest
+    assert configs["none"]["skeleton"] == []
+    state = torch.load(runs["learned"] / "checkpoints" / "last.pt", weights_only=True)["potential_weights"]
+    assert state["offset"].shape == (len(learned), 2) == state["log_skeletal"].shape
+    model = PosteriorModel.from_run(load_run(runs["learned"]))
+    assert model.settings.edges and model.weights.skeletal_offset() is not None
+    torch.testing.assert_close(model.weights.skeletal_offset(), state["offset"])
+    code, stdout, stderr = cli("predict", runs["learned"], "--out", tmp_path / "out", "--quiet")
+    assert code == 0, stderr
+    tables = list((tmp_path / "out").glob("*.h5"))
+    assert tables and all(np.isfinite(read_predictions(t).xy).all() for t in tables)
 
 
 def test_guide_lr_gives_the_guide_a_group_of_its_own(project, tmp_path):

@@ -532,3 +532,45 @@ def test_no_python_loop_over_frames():
             best = min(best, time.perf_counter() - start)
         timings.append(best)
     assert timings[1] / timings[0] < 20.0, timings
+
+
+@pytest.mark.parametrize("axis_aligned", [False, True])
+def test_skeleton_offsets_and_axis_weights_match_the_dense_energy(axis_aligned):
+    """A learned skeleton (mean offset, weight per axis) against the minimiser and Hessian of its energy."""
+    T, J, d = 6, 4, 2
+    obs, precision, mask, temporal, edges, _ = keypoint_problem(T, J, d, seed=11)
+    if axis_aligned:  # the smoother splits the coordinates into chains of their own
+        precision = torch.diag_embed(precision.diagonal(dim1=-2, dim2=-1))
+    g = torch.Generator().manual_seed(3)
+    weight = 0.05 + torch.rand(len(edges), d, generator=g, dtype=DTYPE)
+    weight[0, 1] = 0.0  # an axis the edge does not hold
+    offset = 20.0 * torch.randn(len(edges), d, generator=g, dtype=DTYPE)
+    ridge = 1e-6
+    observed = mask[..., None].to(DTYPE)
+    filled = torch.where(mask[..., None], obs, torch.zeros_like(obs))
+
+    def energy(flat):
+        y = flat.reshape(T, J, d)
+        residual = (y - filled)[..., None]
+        e = 0.5 * (observed[..., None] * residual.mT @ precision @ residual).sum()
+        e = e + 0.5 * (temporal[:, None] * (y[1:] - y[:-1]) ** 2).sum()
+        for k, (i, j) in enumerate(edges):
+            e = e + 0.5 * (weight[k] * (y[:, i] - y[:, j] - offset[k]) ** 2).sum()
+        return e + 0.5 * ridge * (flat**2).sum()
+
+    zero = torch.zeros(T * J * d, dtype=DTYPE)
+    hessian = torch.autograd.functional.hessian(energy, zero)
+    gradient = torch.autograd.functional.jacobian(energy, zero)
+    mean = torch.linalg.solve(hessian, -gradient).reshape(T, J, d)
+    D = J * d
+    full = torch.linalg.inv(hessian)
+    cov = torch.stack([full[t * D : (t + 1) * D, t * D : (t + 1) * D] for t in range(T)])
+    out = smooth_keypoints(obs, precision, temporal, edges, weight, offset, obs_mask=mask, ridge=ridge)
+    torch.testing.assert_close(out["mean"], mean, rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(out["cov"], _keypoint_blocks(cov, J, d), rtol=1e-8, atol=1e-10)
+    A, B, h = build_chain_precision(
+        obs, precision, temporal, edges, weight, offset, ridge=ridge, obs_mask=mask
+    )
+    torch.testing.assert_close(dense_answer(A, B, h)[2].reshape(T, J, d), mean, rtol=1e-8, atol=1e-8)
+    with pytest.raises(ValueError, match="must be"):
+        smooth_keypoints(obs, precision, temporal, edges, weight[:, 0], offset, obs_mask=mask)

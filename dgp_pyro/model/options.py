@@ -31,7 +31,11 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "random_windows": 96,  # unlabeled windows in the pool (besides those around labels)
     "dgp_start": 0.6,  # fraction of the steps trained on labels only before the windows join
     "temporal_strength": 1.0,  # multiplies the data-driven temporal weights
-    "skeletal_strength": 1.0,  # multiplies the labeled-limb-length skeletal weights
+    "skeletal_strength": 1.0,  # multiplies the skeletal weights (either skeleton)
+    # the skeletal potential's edges: "project" (config.yaml's skeleton, the original zero-mean
+    # potential), "learned" (a Chow-Liu forest of the labels with mean offsets and per-axis
+    # weights, model.learned_skeleton), "none", or "auto": the project's if it has one, else learned
+    "skeleton": "auto",
     "calibrate_precision": True,  # start the guide's precision scales from the training labels
     "label_sigma": 1.0,  # labeling noise, training pixels
     # probability that a heatmap is an outlier (a confident peak on the wrong blob): the guide and
@@ -96,6 +100,8 @@ OPTION_RANGES: dict[str, tuple[float, bool, float, str]] = {
 }
 #: Options that may also be null.
 NULLABLE_OPTIONS = ("robust", "guide_lr")
+#: Options that name one of a few choices.
+CHOICE_OPTIONS: dict[str, tuple[str, ...]] = {"skeleton": ("auto", "project", "learned", "none")}
 
 
 def default_options(model: str) -> dict[str, Any]:
@@ -135,6 +141,12 @@ def check_option_values(options: dict[str, Any]) -> None:
     Raises:
         DGPError: naming the option, its value and what it may be.
     """
+    for name, choices in CHOICE_OPTIONS.items():
+        if name in options and options[name] not in choices:
+            raise DGPError(
+                f"model option {name}={options[name]!r} must be one of {', '.join(choices)}",
+                hint=f"--option {name}={choices[0]}",
+            )
     for name, (lowest, inclusive, highest, what) in OPTION_RANGES.items():
         if name not in options:
             continue

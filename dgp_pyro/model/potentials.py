@@ -12,7 +12,8 @@ Symbols:
 =================  ==========================================================
 :math:`y_{tj}`     keypoint :math:`j` in frame :math:`t` (pixels of the network input), shape ``(T, J, d)``
 :math:`w_t^j`      temporal weight of keypoint :math:`j` (1 / pixels squared)
-:math:`w_s^{ij}`   skeletal weight of edge :math:`(i, j)`
+:math:`w_s^{ij}`   skeletal weight of edge :math:`(i, j)` (or one per axis, :math:`w_{s,a}^{ij}`)
+:math:`o^{ij}`     mean offset :math:`y_i - y_j` of edge :math:`(i, j)` (zero in the original model)
 :math:`E`          skeleton edges
 :math:`h(x_t)`     heatmap logits of frame :math:`t`
 :math:`\mu, \Sigma`  soft-argmax mean and covariance of a heatmap
@@ -58,10 +59,16 @@ class TemporalPotential:
 
 @dataclass
 class SkeletalPotential:
-    r"""Quadratic soft constraint on each edge: :math:`\phi_s = \tfrac12 w_s^{ij} \|y_{t,i} - y_{t,j}\|^2`."""
+    r"""Quadratic soft constraint on each edge: :math:`\phi_s = \tfrac12 w_s^{ij} \|y_{t,i} - y_{t,j}\|^2`.
+
+    With ``offset`` (a skeleton learned from the labels, :mod:`dgp_pyro.model.learned_skeleton`)
+    each edge holds its mean offset, axis by axis:
+    :math:`\phi_s = \tfrac12 \sum_a w_{s,a}^{ij} (y_{t,i,a} - y_{t,j,a} - o^{ij}_a)^2`.
+    """
 
     edges: list[tuple[int, int]]
-    weight: Float[Tensor, " edges"]
+    weight: Float[Tensor, " edges"] | Float[Tensor, "edges dim"]
+    offset: Float[Tensor, "edges dim"] | None = None
 
     def energy(self, y: Float[Tensor, "... time keypoints dim"]) -> Float[Tensor, "..."]:
         if not self.edges:
@@ -69,7 +76,9 @@ class SkeletalPotential:
         first = torch.tensor([i for i, _ in self.edges], device=y.device)
         second = torch.tensor([j for _, j in self.edges], device=y.device)
         limb = y[..., first, :] - y[..., second, :]
-        return 0.5 * (self.weight[:, None] * limb.pow(2)).sum(dim=(-3, -2, -1))
+        if self.offset is None:
+            return 0.5 * (self.weight[:, None] * limb.pow(2)).sum(dim=(-3, -2, -1))
+        return 0.5 * (self.weight * (limb - self.offset).pow(2)).sum(dim=(-3, -2, -1))
 
 
 @dataclass
@@ -99,10 +108,24 @@ class NeuralPotential:
 
 
 class PotentialWeights(nn.Module):
-    """The temporal and skeletal weights, fixed or learned (kept positive through their logs)."""
+    """The temporal and skeletal weights, fixed or learned (kept positive through their logs).
 
-    def __init__(self, temporal: Tensor, skeletal: Tensor, learn: bool = False):
+    ``skeletal`` is ``(E,)`` for the original skeletal potential; a learned skeleton has a weight
+    per edge and axis ``(E, d)`` and mean offsets ``skeletal_offset (E, d)`` (a buffer, never fitted).
+    """
+
+    def __init__(
+        self, temporal: Tensor, skeletal: Tensor, learn: bool = False, skeletal_offset: Tensor | None = None
+    ):
         super().__init__()
+        if skeletal_offset is not None:
+            offset = torch.as_tensor(skeletal_offset, dtype=torch.float64)
+            if offset.shape != torch.as_tensor(skeletal).shape or offset.dim() != 2:
+                raise ValueError(
+                    f"skeletal offsets {tuple(offset.shape)} need skeletal weights of the same (E, d) shape, "
+                    f"got {tuple(torch.as_tensor(skeletal).shape)}"
+                )
+            self.register_buffer("offset", offset.clone())
         self.learn = learn
         log_temporal = torch.as_tensor(temporal, dtype=torch.float64).clamp_min(1e-12).log()
         log_skeletal = torch.as_tensor(skeletal, dtype=torch.float64).clamp_min(1e-12).log()
@@ -118,6 +141,10 @@ class PotentialWeights(nn.Module):
 
     def skeletal(self) -> Tensor:
         return self.log_skeletal.exp()
+
+    def skeletal_offset(self) -> Tensor | None:
+        """The learned skeleton's mean offsets ``(E, d)``; ``None`` for the original potential."""
+        return getattr(self, "offset", None)
 
 
 def default_skeletal_weights(
@@ -178,7 +205,8 @@ def keypoint_prior(
     dim: int,
     temporal_weight: Float[Tensor, " keypoints"],
     edges: list[tuple[int, int]],
-    skeletal_weight: Float[Tensor, " edges"],
+    skeletal_weight: Float[Tensor, " edges"] | Float[Tensor, "edges dim"],
+    skeletal_offset: Float[Tensor, "edges dim"] | None = None,
 ) -> BlockTridiagonalGaussian:
     """The Gaussian Markov random field of the temporal and skeletal potentials over a window.
 
@@ -195,6 +223,7 @@ def keypoint_prior(
         temporal_weight,
         edges,
         skeletal_weight,
+        skeletal_offset,
         ridge=PRIOR_RIDGE,
         diagonal_offdiag=True,
     )

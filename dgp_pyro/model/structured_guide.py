@@ -80,7 +80,10 @@ class PotentialSwitches(Protocol):
 
 
 def potential_arguments(settings: PotentialSwitches, weights: PotentialWeights) -> tuple:
-    """``(temporal_weight, edges, skeletal_weight)`` for the chain builders; off means zero.
+    """``(temporal_weight, edges, skeletal_weight, skeletal_offset)`` for the chain builders; off means zero.
+
+    ``skeletal_offset`` is ``None`` except for a skeleton learned from the labels (per-axis
+    weights and mean offsets, :mod:`dgp_pyro.model.learned_skeleton`).
 
     Only the quadratic potentials: the 3D bone-length potential is not quadratic and is not
     part of these (see :func:`~dgp_pyro.model.dgp3d.bone_energy`).
@@ -91,6 +94,7 @@ def potential_arguments(settings: PotentialSwitches, weights: PotentialWeights) 
         weights.temporal() if settings.temporal else zeros,
         settings.edges if settings.skeletal else [],
         weights.skeletal() if settings.skeletal else zeros[:0],
+        weights.skeletal_offset() if settings.skeletal else None,
     )
 
 

@@ -7,7 +7,7 @@ quadratic skeletal potential) is
 .. math::
 
     \log p(y) = -\tfrac12 \sum_{t=1}^{T-1} \sum_j w_t^j \|y_{t+1,j} - y_{t,j}\|^2
-        - \tfrac12 \sum_t \sum_{(i,j) \in E} w_s^{ij} \|y_{t,i} - y_{t,j}\|^2
+        - \tfrac12 \sum_t \sum_{(i,j) \in E} \sum_a w_{s,a}^{ij} (y_{t,i,a} - y_{t,j,a} - o^{ij}_a)^2
         - \tfrac12 \sum_{t,j} (y_{tj} - m_{tj})^\top P_{tj} (y_{tj} - m_{tj})
         - \tfrac12 \varepsilon \|y\|^2 + \mathrm{const},
 
@@ -18,11 +18,16 @@ whose precision is block tridiagonal with (:func:`build_chain_precision`)
     A_t = \operatorname{blockdiag}_j(P_{tj}) + L_s \otimes I_d
         + \operatorname{diag}\big((w_{t-1} + w_t) \otimes 1_d\big) + \varepsilon I_D, \qquad
     B_t = -\operatorname{diag}(w_t \otimes 1_d), \qquad
-    h_t = \big(P_{tj} m_{tj}\big)_{j},
+    h_t = \big(P_{tj} m_{tj}\big)_{j} + \Big(\sum_{(i,j) \in E} w_s^{ij} \odot o^{ij}\,(e_i - e_j)\Big),
 
 with :math:`w_0 = w_T = 0` (the first and last frames have one temporal neighbour) and
-:math:`L_s = \sum_{(i,j) \in E} w_s^{ij} (e_i - e_j)(e_i - e_j)^\top` the weighted graph
-Laplacian of the skeleton. The ridge :math:`\varepsilon` (default :math:`10^{-6}`, a prior
+:math:`L_s \otimes I_d` standing for the per-axis weighted graph Laplacian of the skeleton,
+:math:`\sum_a \big(\sum_{(i,j) \in E} w_{s,a}^{ij} (e_i - e_j)(e_i - e_j)^\top\big) \otimes e_a e_a^\top`.
+The original Deep Graph Pose potential has one weight per edge for every axis and no offset
+(:math:`o = 0`); a skeleton learned from the labels
+(:func:`~dgp_pyro.model.learned_skeleton.learned_skeleton`) has a mean offset and a weight per
+axis, so a limb that keeps its direction (the two mirror views of a paw share their x) is held
+along that axis only. The ridge :math:`\varepsilon` (default :math:`10^{-6}`, a prior
 standard deviation of 1000 pixels around the origin) keeps the Gaussian proper when a keypoint
 is never observed, so its normaliser exists. Its pull towards the origin, relative to an
 observation of precision :math:`P`, is :math:`\varepsilon / P`: negligible for any useful
@@ -44,6 +49,8 @@ Symbols (besides those of :mod:`dgp_pyro.ops.gaussian_chain`):
 :math:`m_{tj}, P_{tj}`     pseudo-observation mean and precision (:math:`d \times d`, PSD, zero where missing)
 :math:`w_t^j`              temporal weight of keypoint :math:`j` (1 / pixels squared)
 :math:`w_s^{ij}`           skeletal weight of edge :math:`(i, j)`, :math:`E` the skeleton edges
+:math:`w_{s,a}^{ij}`       its weight on axis :math:`a` (a learned skeleton; else :math:`w_s^{ij}` on each)
+:math:`o^{ij}`             mean offset :math:`y_i - y_j` of edge :math:`(i, j)` (zero: the original potential)
 :math:`L_s`                weighted Laplacian of the skeleton graph, :math:`J \times J`
 :math:`\varepsilon`        ridge (``ridge``), :math:`10^{-6}` by default
 =========================  ====================================================================
@@ -64,21 +71,32 @@ from dgp_pyro.ops.chain_factor import _ChainSource, _factorize_source
 __all__ = ["build_chain_precision", "smooth_keypoints"]
 
 
-def _skeleton_laplacian(
-    J: int, edges: Sequence[tuple[int, int]], weight: Tensor, dtype: torch.dtype, device
-) -> Tensor:
-    """Weighted graph Laplacian ``(..., J, J)`` of the skeleton, ``sum_e w_e (e_i - e_j)(e_i - e_j)^T``."""
-    if len(edges) == 0:
-        return torch.zeros(*weight.shape[:-1], J, J, dtype=dtype, device=device)
+def _skeleton_incidence(J: int, edges: Sequence[tuple[int, int]], dtype: torch.dtype, device) -> Tensor:
+    """``(E, J)``: +1 at each edge's first keypoint, -1 at its second."""
     first = [int(i) for i, _ in edges]
     second = [int(j) for _, j in edges]
     if any(not 0 <= k < J for k in first + second) or any(i == j for i, j in zip(first, second, strict=True)):
         raise ValueError(f"skeleton edges {list(edges)} must join two different keypoints in 0..{J - 1}")
     incidence = torch.zeros(len(edges), J, dtype=dtype, device=device)
-    rows = torch.arange(len(edges), device=device)
-    incidence[rows, torch.tensor(first, device=device)] = 1.0
-    incidence[rows, torch.tensor(second, device=device)] = -1.0
-    return torch.einsum("ei,...e,ej->...ij", incidence, weight, incidence)
+    if edges:
+        rows = torch.arange(len(edges), device=device)
+        incidence[rows, torch.tensor(first, device=device)] = 1.0
+        incidence[rows, torch.tensor(second, device=device)] = -1.0
+    return incidence
+
+
+def _skeleton_laplacian(
+    J: int, edges: Sequence[tuple[int, int]], weight: Tensor, dtype: torch.dtype, device
+) -> Tensor:
+    """Per-axis weighted graph Laplacian ``(..., J, J, d)`` of the skeleton, weights ``(..., E, d)``."""
+    incidence = _skeleton_incidence(J, edges, dtype, device)
+    return torch.einsum("ei,...ea,ej->...ija", incidence, weight, incidence)
+
+
+def _offset_information(J: int, edges: Sequence[tuple[int, int]], weight: Tensor, offset: Tensor) -> Tensor:
+    """``(..., J d)``: what the skeleton's mean offsets add to every frame's information vector."""
+    incidence = _skeleton_incidence(J, edges, weight.dtype, weight.device)
+    return torch.einsum("ej,...ea->...ja", incidence, weight * offset).flatten(-2)
 
 
 @dataclass
@@ -89,11 +107,12 @@ class _KeypointInputs:
     precision: Tensor  # (..., T, J, d, d), zero where missing
     step_weight: Tensor  # (..., T-1, J)
     edges: list[tuple[int, int]]
-    skeletal_weight: Tensor  # (..., E)
+    skeletal_weight: Tensor  # (..., E, d), one weight per axis
+    skeletal_offset: Tensor | None = None  # (..., E, d) mean offsets y_i - y_j; None: zero
 
 
 def _keypoint_inputs(
-    obs_mean, obs_precision, temporal_weight, skeleton_edges, skeletal_weight, obs_mask
+    obs_mean, obs_precision, temporal_weight, skeleton_edges, skeletal_weight, obs_mask, skeletal_offset=None
 ) -> _KeypointInputs:
     obs_mean = torch.as_tensor(obs_mean)
     if not obs_mean.is_floating_point():
@@ -127,11 +146,22 @@ def _keypoint_inputs(
     skeletal_weight = torch.as_tensor(skeletal_weight, dtype=dtype, device=device)
     if skeletal_weight.dim() == 0:
         skeletal_weight = skeletal_weight.expand(len(edges))
-    if skeletal_weight.shape[-1] != len(edges):
-        raise ValueError(f"{len(edges)} skeleton edges but skeletal_weight is {tuple(skeletal_weight.shape)}")
+    if skeletal_offset is None:  # the original potential: one weight per edge, for every axis
+        if skeletal_weight.shape[-1] != len(edges):
+            shape = tuple(skeletal_weight.shape)
+            raise ValueError(f"{len(edges)} skeleton edges but skeletal_weight is {shape}")
+        skeletal_weight = skeletal_weight.unsqueeze(-1).expand(*skeletal_weight.shape, d)
+    else:  # a learned skeleton: a weight and a mean offset per edge and axis
+        skeletal_offset = torch.as_tensor(skeletal_offset, dtype=dtype, device=device)
+        for name, value in (("skeletal_weight", skeletal_weight), ("skeletal_offset", skeletal_offset)):
+            if value.dim() < 2 or tuple(value.shape[-2:]) != (len(edges), d):
+                raise ValueError(
+                    f"with skeletal offsets, {name} must be (..., E={len(edges)}, d={d}); "
+                    f"got {tuple(value.shape)}"
+                )
     if bool((skeletal_weight.detach() < 0).any()):
         raise ValueError("skeletal weights must be non-negative")
-    return _KeypointInputs(mean, precision, step_weight, edges, skeletal_weight)
+    return _KeypointInputs(mean, precision, step_weight, edges, skeletal_weight, skeletal_offset)
 
 
 class _KeypointSource(_ChainSource):
@@ -145,14 +175,18 @@ class _KeypointSource(_ChainSource):
         # each frame's diagonal gets the temporal weights of its steps
         pad = step_weight.new_zeros(*step_weight.shape[:-2], 1, J)
         degree = torch.cat([pad, step_weight], dim=-2) + torch.cat([step_weight, pad], dim=-2)  # (..., T, J)
-        laplacian = _skeleton_laplacian(J, inputs.edges, inputs.skeletal_weight, dtype, device)  # (..., J, J)
+        # (..., J, J, d): one Laplacian per axis
+        laplacian = _skeleton_laplacian(J, inputs.edges, inputs.skeletal_weight, dtype, device)
         eye_d = torch.eye(d, dtype=dtype, device=device)
-        self.skeletal = torch.einsum("...ij,ab->...iajb", laplacian, eye_d).reshape(
-            *laplacian.shape[:-2], D, D
+        self.skeletal = torch.einsum("...ija,ab->...iajb", laplacian, eye_d).reshape(
+            *laplacian.shape[:-3], D, D
         )
         self.precision, self.degree, self.ridge = precision, degree, float(ridge)
         self.step_diag = -step_weight.repeat_interleave(d, dim=-1)  # (..., T-1, D)
         self.info = (precision @ mean.unsqueeze(-1)).squeeze(-1).flatten(-2)  # (..., T, D)
+        if inputs.skeletal_offset is not None and inputs.edges:
+            offset = _offset_information(J, inputs.edges, inputs.skeletal_weight, inputs.skeletal_offset)
+            self.info = self.info + offset.unsqueeze(-2)
         self.T, self.J, self.d, self.D, self.diagonal = T, J, d, D, True
         j, a, b = torch.meshgrid(*(torch.arange(k, device=device) for k in (J, d, d)), indexing="ij")
         self._block_index = ((j * d + a) * D + j * d + b).reshape(-1)  # (J d d,) in (J, d, d) order
@@ -165,7 +199,7 @@ class _KeypointSource(_ChainSource):
         J, d, D = self.J, self.d, self.D
         n = precision.shape[-4]
         batch = torch.broadcast_shapes(precision.shape[:-4], degree.shape[:-2], self.skeletal.shape[:-2])
-        A = self.skeletal.unsqueeze(-3).expand(*batch, n, D, D).clone()
+        A = self.skeletal.unsqueeze(-3).expand(*batch, n, D, D).clone(memory_format=torch.contiguous_format)
         A.diagonal(dim1=-2, dim2=-1).add_(degree.repeat_interleave(d, dim=-1) + self.ridge)
         # the d x d blocks on the diagonal of each frame's block: flat positions in the D x D block
         flat = A.view(-1, D * D)
@@ -187,7 +221,8 @@ def build_chain_precision(
     obs_precision: Float[Tensor, "... T J d d"],
     temporal_weight: Float[Tensor, "... J"] | Float[Tensor, "... Tm1 J"],
     skeleton_edges: Sequence[tuple[int, int]],
-    skeletal_weight: Float[Tensor, "... E"] | float,
+    skeletal_weight: Float[Tensor, "... E"] | Float[Tensor, "... E d"] | float,
+    skeletal_offset: Float[Tensor, "... E d"] | None = None,
     ridge: float = 1e-6,
     obs_mask: Bool[Tensor, "... T J"] | None = None,
     diagonal_offdiag: bool = False,
@@ -201,7 +236,10 @@ def build_chain_precision(
         obs_precision: their precisions :math:`P_{tj}`, ``(..., T, J, d, d)``, symmetric PSD.
         temporal_weight: :math:`w_t^j`, ``(J,)``, or per step ``(T-1, J)``; zero switches it off.
         skeleton_edges: edges ``(i, j)`` between keypoint indices.
-        skeletal_weight: :math:`w_s^{ij}`, ``(E,)`` or a scalar for every edge.
+        skeletal_weight: :math:`w_s^{ij}`, ``(E,)`` or a scalar for every edge; with
+            ``skeletal_offset``, one per edge and axis, ``(E, d)``.
+        skeletal_offset: :math:`o^{ij}`, the mean offset ``y_i - y_j`` of each edge, ``(E, d)``;
+            ``None``: zero (the original potential).
         ridge: :math:`\varepsilon`, added to every diagonal element (keeps the Gaussian proper).
         obs_mask: ``(..., T, J)`` boolean, True where observed (a non-finite mean or precision
             counts as missing too). Missing observations get zero precision.
@@ -213,7 +251,7 @@ def build_chain_precision(
         with ``D = J d``, keypoint-major (``y_t = (y_{t,0,x}, y_{t,0,y}, y_{t,1,x}, ...)``).
     """
     inputs = _keypoint_inputs(
-        obs_mean, obs_precision, temporal_weight, skeleton_edges, skeletal_weight, obs_mask
+        obs_mean, obs_precision, temporal_weight, skeleton_edges, skeletal_weight, obs_mask, skeletal_offset
     )
     source = _KeypointSource(inputs, ridge)
     A, B, h = source.frames(0, source.T)
@@ -229,7 +267,8 @@ def smooth_keypoints(
     obs_precision: Float[Tensor, "T J d d"],
     temporal_weight: Float[Tensor, " J"],
     skeleton_edges: Sequence[tuple[int, int]],
-    skeletal_weight: Float[Tensor, " E"] | float,
+    skeletal_weight: Float[Tensor, " E"] | Float[Tensor, "E d"] | float,
+    skeletal_offset: Float[Tensor, "E d"] | None = None,
     levels: Sequence[float] = (0.5, 0.9, 0.95),
     ridge: float = 1e-6,
     obs_mask: Bool[Tensor, "T J"] | None = None,
@@ -248,8 +287,8 @@ def smooth_keypoints(
     smooth), which is why this smoother is ours; see the module docstring.
 
     Args:
-        obs_mean, obs_precision, temporal_weight, skeleton_edges, skeletal_weight, ridge,
-            obs_mask: as in :func:`build_chain_precision` (leading batch dimensions allowed).
+        obs_mean, obs_precision, temporal_weight, skeleton_edges, skeletal_weight, skeletal_offset,
+            ridge, obs_mask: as in :func:`build_chain_precision` (leading batch dimensions allowed).
         levels: credible levels of the equal-tailed intervals (marginal Gaussians).
         workers: threads for long videos (groups of chunks run side by side); default
             ``torch.get_num_threads()``.
@@ -259,7 +298,7 @@ def smooth_keypoints(
         "lower": {level: (T, J, d)}, "upper": {level: (T, J, d)}}``.
     """
     inputs = _keypoint_inputs(
-        obs_mean, obs_precision, temporal_weight, skeleton_edges, skeletal_weight, obs_mask
+        obs_mean, obs_precision, temporal_weight, skeleton_edges, skeletal_weight, obs_mask, skeletal_offset
     )
     mean, blocks, log_det = _smooth_decoupled(inputs, ridge, workers)
     blocks = 0.5 * (blocks + blocks.mT)
@@ -309,12 +348,14 @@ def _smooth_decoupled(
         return _smooth(inputs, ridge, workers)
     if axis_aligned:  # coordinates -> a batch dim before time: chains of J keypoints x 1 coordinate
         variance = precision.diagonal(dim1=-2, dim2=-1)  # (..., T, J, d) of precisions
+        offset = inputs.skeletal_offset
         split = _KeypointInputs(
             mean.movedim(-1, -3).unsqueeze(-1),
             variance.movedim(-1, -3)[..., None, None],
             step.unsqueeze(-3),
             inputs.edges,
-            skeletal.unsqueeze(-2),
+            skeletal.movedim(-1, -2).unsqueeze(-1),  # (..., d, E, 1): each coordinate's own weights
+            None if offset is None else offset.movedim(-1, -2).unsqueeze(-1),
         )
         m, blocks, log_det = _smooth_decoupled(
             split, ridge, workers
@@ -327,7 +368,7 @@ def _smooth_decoupled(
         precision.movedim(-3, -4).unsqueeze(-3),
         step.movedim(-1, -2).unsqueeze(-1),
         [],
-        skeletal.new_zeros(*skeletal.shape[:-1], 1, 0),
+        skeletal.new_zeros(*skeletal.shape[:-2], 1, 0, d),
     )
     m, blocks, log_det = _smooth(split, ridge, workers)  # (..., J, T, 1, d), (..., J, T, 1, d, d)
     return m[..., 0, :].movedim(-3, -2), blocks[..., 0, :, :].movedim(-4, -3), log_det.sum(-1)

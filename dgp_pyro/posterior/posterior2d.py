@@ -48,6 +48,7 @@ from dgp_pyro.run.folder import Run
 
 __all__ = ["PosteriorModel", "image_posteriors", "video_posterior"]
 
+
 @dataclass
 class PosteriorModel:
     """What turns heatmap summaries into a posterior: the model settings and the fitted guide."""
@@ -69,9 +70,15 @@ class PosteriorModel:
         options = {**DEFAULT_OPTIONS, **config.model_options}
         settings = model_settings(config, options)
         keypoints = len(config.keypoints)
-        weights = PotentialWeights(torch.ones(keypoints), torch.ones(len(settings.edges)))
-        correction = GuideCorrection(keypoints)
         state = run.checkpoint()
+        saved = state.get("potential_weights", {})
+        if "offset" in saved:  # a learned skeleton: per-axis weights and mean offsets
+            weights = PotentialWeights(
+                torch.ones(keypoints), torch.ones_like(saved["log_skeletal"]), skeletal_offset=saved["offset"]
+            )
+        else:
+            weights = PotentialWeights(torch.ones(keypoints), torch.ones(len(settings.edges)))
+        correction = GuideCorrection(keypoints)
         if "potential_weights" in state:
             weights.load_state_dict(state["potential_weights"])
             correction.load_state_dict(state["guide_correction"])

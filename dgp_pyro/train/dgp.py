@@ -13,8 +13,12 @@ the steps shared with 3D are :func:`~dgp_pyro.train.joint.train_jointly`'s):
 2. At the switch the **temporal weights** are set from the data: the network's own
    soft-argmax trajectories over the pool's windows give a robust per-keypoint step size
    (:func:`~dgp_pyro.model.potentials.default_temporal_weights`); the **skeletal weights** come
-   from the labeled limb lengths (:func:`~dgp_pyro.model.potentials.default_skeletal_weights`).
-   Both are scaled by the user-facing ``temporal_strength`` and ``skeletal_strength``. The
+   from the labeled limb lengths (:func:`~dgp_pyro.model.potentials.default_skeletal_weights`),
+   or, for a project without a skeleton (option ``skeleton``, default ``auto``), the skeleton
+   is learned from the training labels with its mean offsets and per-axis weights
+   (:func:`~dgp_pyro.model.learned_skeleton.learned_skeleton`, written into the run's
+   ``config.json`` as its ``skeleton``). Both are scaled by the user-facing
+   ``temporal_strength`` and ``skeletal_strength``. The
    guide's per-keypoint **precision scales** start calibrated on the training labels
    (:func:`label_precision_scale`): the Gaussian form's covariance is the width of the
    heatmap's bump (about the target's ``sigma``), many times the error of a trained
@@ -72,15 +76,18 @@ from torch import Tensor, nn
 from dgp_pyro.data.windows import WindowPool, build_window_pool
 from dgp_pyro.errors import DGPError
 from dgp_pyro.model.dgp import (
+    VARIANTS,
     WindowBatch,
     dgp_guide,
     dgp_model,
 )
+from dgp_pyro.model.learned_skeleton import learned_skeleton
 from dgp_pyro.model.options import model_settings, resolve_options
 from dgp_pyro.model.potentials import PotentialWeights, default_skeletal_weights, default_temporal_weights
 from dgp_pyro.model.structured_guide import GuideCorrection
 from dgp_pyro.nets import normalize_images, soft_argmax
 from dgp_pyro.run import Run, RunConfig
+from dgp_pyro.run.config import write_config
 from dgp_pyro.train.joint import join_windows, trace_elbo, train_jointly
 from dgp_pyro.train.supervised import (
     build_network_seeded,
@@ -166,6 +173,34 @@ def _training_labels_in_frame_pixels(setup) -> list[tuple[str, np.ndarray]]:
     return [(samples.image_keys[i], samples.labels[i]) for i in setup.train_index]
 
 
+def skeletal_setup(config: RunConfig, options: dict[str, Any], train_labels: np.ndarray) -> PotentialWeights:
+    """Choose the run's skeleton (``options["skeleton"]``), put its edges in ``config.skeleton``,
+    and return the potential weights: unit temporal weights (set at the switch) and the skeletal ones.
+
+    ``project`` keeps the project's edges with the original zero-mean weights; ``learned`` puts
+    the labels' Chow-Liu forest in their place (mean offsets, per-axis weights); ``none`` drops
+    the edges; ``auto`` is ``project`` when the project draws a skeleton, else ``learned``.
+    Deterministic in the labels, so a resumed run rebuilds the same skeleton.
+    """
+    keypoints, strength = len(config.keypoints), float(options["skeletal_strength"])
+    choice = options["skeleton"]
+    if choice == "auto":
+        choice = "project" if config.skeleton else "learned"
+    learn = bool(options["learn_weights"])
+    if choice == "none" or not VARIANTS[config.model]["skeletal"]:
+        config.skeleton = [] if choice == "none" else config.skeleton
+    elif choice == "learned":
+        skeleton = learned_skeleton(train_labels, strength)
+        config.skeleton = [[config.keypoints[i], config.keypoints[j]] for i, j in skeleton.edges]
+        return PotentialWeights(
+            torch.ones(keypoints), torch.as_tensor(skeleton.weight), learn, torch.as_tensor(skeleton.offset)
+        )
+    index = {name: k for k, name in enumerate(config.keypoints)}
+    edges = [(index[a], index[b]) for a, b in config.skeleton]
+    skeletal = default_skeletal_weights(train_labels, edges, strength)
+    return PotentialWeights(torch.ones(keypoints), torch.as_tensor(skeletal), learn)
+
+
 def train_dgp(
     config: RunConfig,
     out_dir: str | Path,
@@ -183,14 +218,11 @@ def train_dgp(
     config, device = setup.config, setup.device
     generator = seed_everything(config.seed)
     network = build_network_seeded(config).to(device)
-    settings = model_settings(config, options)
     keypoints = len(config.keypoints)
-
     train_labels = setup.dataset.points.double().numpy()  # training pixels
-    skeletal = default_skeletal_weights(train_labels, settings.edges, float(options["skeletal_strength"]))
-    weights = PotentialWeights(
-        torch.ones(keypoints), torch.as_tensor(skeletal), learn=bool(options["learn_weights"])
-    )
+    weights = skeletal_setup(config, options, train_labels)
+    write_config(setup.run_dir, config)  # with the skeleton the model uses
+    settings = model_settings(config, options)
     correction = GuideCorrection(keypoints)
     weights.to(device)
     correction.to(device)
@@ -228,5 +260,3 @@ def train_dgp(
         progress=progress,
         on_step=on_step,
     )  # fmt: skip
-
-

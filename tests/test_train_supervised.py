@@ -8,6 +8,7 @@ torch build.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -325,6 +326,7 @@ def test_augment_settings_reach_the_run_and_bad_ones_are_named(synth1, tmp_path)
         "--augment", "occlusion=0.5", "--augment", "motion_blur=0.3",
     )  # fmt: skip
     assert code == 0, stderr
+    assert not load_run(tmp_path / "a").config.offset_head
     augment = load_run(tmp_path / "a").config.augment
     assert augment["occlusion"] == 0.5 and augment["motion_blur"] == 0.3 and augment["rotation"] == 15.0
     code, _, stderr = cli("train", synth1, "--out", tmp_path / "b", "--augment", "blur=2", "--quiet")
@@ -332,6 +334,34 @@ def test_augment_settings_reach_the_run_and_bad_ones_are_named(synth1, tmp_path)
     code, _, stderr = cli("train", synth1, "--out", tmp_path / "c", "--augment", "occlusion=2", "--quiet")
     assert code == 2 and "occlusion=2 is a probability" in stderr
     assert not (tmp_path / "c" / "checkpoints").exists()
+
+
+def test_offset_head_flag_trains_the_offsets(synth1, tmp_path):
+    code, _, stderr = cli(
+        "train", synth1, "--out", tmp_path / "r", *SIZE, "--steps", 2, "--offset-head", "--quiet"
+    )
+    assert code == 0, stderr
+    run = load_run(tmp_path / "r")
+    assert run.config.offset_head and run.network().has_offsets
+
+
+def test_a_schedule_by_epochs_sets_the_steps_from_the_training_images(synth1, tmp_path):
+    code, _, stderr = cli("train", synth1, "--out", tmp_path / "r", *SIZE, "--epochs", 3, "--quiet")
+    assert code == 0, stderr
+    run = load_run(tmp_path / "r")
+    images = len(run.split["train"])
+    assert run.config.epochs == 3 and run.config.steps == math.ceil(3 * images / run.config.batch_size)
+    assert run.read_loss_log()[-1]["step"] == run.config.steps
+    code, _, stderr = cli(
+        "train", synth1, "--out", tmp_path / "r", *SIZE, "--epochs", 3, "--resume", "--quiet"
+    )
+    assert code == 0, stderr  # the resolved steps are the run's own
+    code, _, stderr = cli("train", synth1, "--out", tmp_path / "r", "--steps", 50, "--resume", "--quiet")
+    assert code == 2 and "epochs: run has 3, now None" in stderr
+    with pytest.raises(SystemExit):  # argparse: one schedule or the other
+        cli("train", synth1, "--out", tmp_path / "s", "--epochs", 3, "--steps", 5, "--quiet")
+    code, _, stderr = cli("train", synth1, "--out", tmp_path / "t", "--epochs", 0, "--quiet")
+    assert code == 2 and "--epochs 0 must be at least 1" in stderr
 
 
 def test_cuda_requested_but_missing(synth1, tmp_path):

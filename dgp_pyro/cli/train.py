@@ -58,7 +58,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--stride", type=int, default=None, help="heatmap output stride: 4, 8 (default), 16, 32"
     )
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default 400)")
+    parser.add_argument(
+        "--offset-head",
+        action="store_true",
+        default=None,
+        help="also learn location-refinement offsets (DeepLabCut's locref); predictions use them",
+    )
+    schedule = parser.add_mutually_exclusive_group()
+    schedule.add_argument("--steps", type=int, default=None, help="optimizer steps (default 400)")
+    schedule.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="passes over the training images instead of --steps (steps = epochs x images / batch size)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="images per step (default 8)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
     parser.add_argument(
@@ -160,7 +173,9 @@ _FIELDS = (
     "model",
     "backbone",
     "stride",
+    "offset_head",
     "steps",
+    "epochs",
     "batch_size",
     "lr",
     "size",
@@ -189,6 +204,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         value = getattr(args, name)
         if value is not None:
             setattr(config, name, list(value) if name in ("size", "views") else value)
+    if args.steps is not None:
+        config.epochs = None  # the steps given replace a schedule by epochs
     if isinstance(config.holdout, str):
         config.holdout = str(Path(config.holdout).expanduser().absolute())
     augment = dict(config.augment)

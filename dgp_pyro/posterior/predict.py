@@ -126,6 +126,10 @@ def summarize_frames(
 
     The network must be in eval mode; call under ``torch.inference_mode()``.
 
+    A network with an offset head (``RunConfig.offset_head``) refines each mean with its
+    location-refinement offsets (:func:`~dgp_pyro.nets.soft_argmax`); the second mode keeps the
+    heatmap's own.
+
     Returns:
         ``(mean (B, K, 2), cov (B, K, 2, 2), confidence (B, K))`` as float64 arrays; with
         ``second``, followed by the same three of each heatmap's second mode.
@@ -134,10 +138,15 @@ def summarize_frames(
     x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
     b, h0, w0, _ = x.shape
     x = resize_frames(x.to(device, non_blocking=True), size)
-    logits = network(normalize_images(x)).float()
+    offsets = None
+    if getattr(network, "has_offsets", False):
+        logits, offsets = network.forward_with_offsets(normalize_images(x))
+        logits, offsets = logits.float(), offsets.float()
+    else:
+        logits = network(normalize_images(x)).float()
     # Back to the frame's own pixels: x0 = (x + 0.5) * W0 / W - 0.5, covariance scaled alike.
     factor = torch.tensor([w0 / size[0], h0 / size[1]], dtype=torch.float64)
-    modes = [soft_argmax(logits, int(network.stride), temperature=temperature)]
+    modes = [soft_argmax(logits, int(network.stride), temperature=temperature, offsets=offsets)]
     if second:
         modes.append(second_mode(logits, int(network.stride), temperature=temperature))
     out: list[np.ndarray] = []

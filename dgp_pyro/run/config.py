@@ -47,6 +47,9 @@ class RunConfig:
         offset_head: whether the network also predicts sub-pixel offsets.
         size: training size ``[W, H]``, multiples of 32 (see :func:`dgp_pyro.data.augment.default_size`).
         steps: number of optimizer steps.
+        epochs: passes over the training images; when set, ``steps`` is resolved before the
+            first step to ``ceil(epochs * training images / batch_size)``, so a schedule keeps
+            its meaning as labels are added (``None``: ``steps`` as given).
         batch_size: labeled images per step.
         lr: peak learning rate of AdamW.
         weight_decay: AdamW weight decay.
@@ -83,6 +86,7 @@ class RunConfig:
     offset_head: bool = False
     size: list[int] | None = None
     steps: int = 400
+    epochs: int | None = None
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -174,6 +178,7 @@ _FIELD_CHECKS: dict[str, tuple[Any, str]] = {
     "offset_head": (lambda v: isinstance(v, bool), "true or false"),
     "size": (_optional(_is_size), "[W, H] in positive whole pixels or null"),
     "steps": (lambda v: _is_int(v) and v > 0, "a positive whole number"),
+    "epochs": (_optional(lambda v: _is_int(v) and v > 0), "a positive whole number or null"),
     "batch_size": (lambda v: _is_int(v) and v > 0, "a positive whole number"),
     "lr": (_is_number, "a number"),
     "weight_decay": (_is_number, "a number"),

@@ -256,6 +256,8 @@ def prepare_run_dir(out: str | Path, config: RunConfig, resume: bool) -> tuple[P
     for name in ("size", "sigma", "warmup_steps", "absent_weight"):
         if getattr(config, name) is None:
             setattr(config, name, getattr(saved, name))
+    if config.epochs is not None and config.epochs == saved.epochs:
+        config.steps = saved.steps  # resolved from the epochs when the run started
     if not config.keypoints:
         config.keypoints = list(saved.keypoints)
         config.skeleton = [list(e) for e in saved.skeleton]

@@ -162,8 +162,6 @@ def prepare_training(config: RunConfig, out_dir: str | Path, resume: bool = Fals
         config.sigma = float(config.stride)
     if config.absent_weight is None:
         config.absent_weight = default_absent_weight(config.model)
-    if config.warmup_steps is None:
-        config.warmup_steps = int(min(200, max(1, round(0.05 * config.steps))))
     _check_numbers(config)
     augment = AugmentConfig.from_dict(config.augment)
     config.augment = augment.to_dict()
@@ -186,6 +184,10 @@ def prepare_training(config: RunConfig, out_dir: str | Path, resume: bool = Fals
         )
     train_index = np.array([key_index[k] for k in split["train"]], dtype=np.int64)
     test_index = np.array([key_index[k] for k in split["test"]], dtype=np.int64)
+    if config.epochs is not None:
+        config.steps = max(1, math.ceil(config.epochs * len(train_index) / config.batch_size))
+    if config.warmup_steps is None:
+        config.warmup_steps = int(min(200, max(1, round(0.05 * config.steps))))
     labels = samples.labels[train_index]
     unlabeled = [name for k, name in enumerate(keypoints) if not np.isfinite(labels[:, k]).all(-1).any()]
     if unlabeled:
@@ -230,6 +232,7 @@ def _check_images_exist(paths: list[Path]) -> None:
 def _check_numbers(config: RunConfig) -> None:
     checks = [
         (config.steps >= 1, f"--steps {config.steps} must be at least 1"),
+        (config.epochs is None or config.epochs >= 1, f"--epochs {config.epochs} must be at least 1"),
         (config.batch_size >= 1, f"--batch-size {config.batch_size} must be at least 1"),
         (config.lr > 0, f"--lr {config.lr} must be positive"),
         (config.checkpoint_every >= 1, f"--checkpoint-every {config.checkpoint_every} must be at least 1"),

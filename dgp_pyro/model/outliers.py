@@ -32,8 +32,18 @@ what makes a confident wrong peak lose: it cannot vote for itself (mean-field re
 computed from the marginal that already includes the peak, keep it once it has pulled the
 posterior over). A keypoint that no potential constrains has the image as its cavity, so both
 hypotheses explain its peak equally and :math:`r = 1 - \pi`: the prior's odds, no verdict.
-Responsibilities and smoothing alternate a few times from :math:`r = 1` (each pass is one
-:math:`O(T)` smoothing).
+Responsibilities and smoothing alternate from :math:`r = 1` (each pass is one :math:`O(T)`
+smoothing), each pass moving the responsibilities half-way to their new values,
+:math:`r \leftarrow \tfrac12 r + \tfrac12 r^{\text{new}}`, until no responsibility moves by
+more than :data:`TOLERANCE` (at most ``iterations`` passes). The half steps are what make the
+passes converge: two confident heatmaps that disagree across a strong potential (the two views
+of a mirrored paw, one of them on the other paw) each judge the other, and undamped updates
+flip both between inlier and outlier on every pass, so the posterior depended on whether the
+number of passes was odd or even. Damping is the usual cure for such oscillations of
+expectation propagation's fixed-point updates; the fixed points are the same. Measured on the
+DeepLabCut benchmark's mirror split with a learned skeleton (two seeds' ``dgp`` networks,
+held-out mean error): 7.73 / 8.29 px with 4 undamped passes, 7.52 / 7.73 with 5, and
+7.49 / 7.90 damped, unchanged from 24 passes on (7.41 / 7.79 after 8: not yet converged).
 
 Symbols: :math:`t` frame, :math:`j` keypoint, :math:`\mu, \Sigma` heatmap mean and spread,
 :math:`P` its precision, :math:`\pi` outlier probability, :math:`W, H` image size,
@@ -52,11 +62,15 @@ from torch import Tensor
 
 from dgp_pyro.ops.keypoint_chain import smooth_keypoints
 
-__all__ = ["DEFAULT_OUTLIER_ITERATIONS", "inlier_responsibilities"]
+__all__ = ["DAMPING", "DEFAULT_OUTLIER_ITERATIONS", "TOLERANCE", "inlier_responsibilities"]
 
-#: Alternations of responsibilities and smoothing (measured: the responsibilities of a jump of
-#: 30 spreads settle within 3; more changes the posterior by less than 1e-3 pixels).
-DEFAULT_OUTLIER_ITERATIONS = 4
+#: At most this many alternations of responsibilities and smoothing (the damped updates settle
+#: within about 20 on real video; each is one smoothing pass).
+DEFAULT_OUTLIER_ITERATIONS = 30
+#: Share of the way each pass moves the responsibilities towards their new values.
+DAMPING = 0.5
+#: The passes stop once no responsibility moves by more than this.
+TOLERANCE = 1e-3
 #: The smallest responsibility: an outlier's heatmap keeps this share of its precision.
 MIN_INLIER = 1e-4
 
@@ -117,7 +131,11 @@ def inlier_responsibilities(
         cavity_mean = torch.linalg.solve(cavity_precision, cavity_information[..., None])[..., 0]
         log_inlier = _log_normal(mean, cavity_mean, torch.linalg.inv(cavity_precision) + heatmap_cov)
         # at least a trace of the heatmap stays, so the chain never loses a keypoint altogether
-        inlier = torch.sigmoid(log_inlier - log_anywhere + log_prior_odds).clamp_min(MIN_INLIER)
+        update = torch.sigmoid(log_inlier - log_anywhere + log_prior_odds).clamp_min(MIN_INLIER)
+        step = DAMPING * (update - inlier)
+        inlier = inlier + step
+        if float(step.abs().max()) <= TOLERANCE * DAMPING:
+            break
     return inlier
 
 

@@ -243,6 +243,7 @@ def test_mirror_project_defaults_to_one_view(mirror_project: Path):
     with contextlib.redirect_stdout(out):
         assert main(["info", str(mirror_project)]) == 0
     assert "--views top bot reads them as views" in out.getvalue()
+    assert "skeleton     none (the 2D dgp and skeletal models learn one from the labels)" in out.getvalue()
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"project      {summary['root']} ({summary['format']})")
     print(f"labeled      {summary['n_labeled_frames']} frames")
     print(f"keypoints    {', '.join(summary['keypoints'])}")
-    edges = ", ".join(f"{a}-{b}" for a, b in summary["skeleton"]) or "none"
+    edges = ", ".join(f"{a}-{b}" for a, b in summary["skeleton"])
+    edges = edges or "none (the 2D dgp and skeletal models learn one from the labels)"
     print(f"skeleton     {edges}")
     print(f"views        {', '.join(summary['views'])} ({summary['view_layout']})")
     if summary["suggested_views"]:

@@ -32,7 +32,7 @@ Measured on the DeepLabCut benchmark's mirror-mouse split (20 labels, 70 held-ou
 first on one ``dgp`` network's held-out heatmaps with the skeleton added after training:
 mean error 9.63 px without a skeleton, 7.53 px with this one at :math:`\kappa = 6.7` and 7.59
 at :math:`\kappa = 4` (RMSE 21.9 -> 12.8); one weight per edge for both axes instead of one per
-axis gave 8.8 px. Trained with it (:math:`\kappa = 5`, the default): 7.49 px, RMSE 14.1
+axis gave 8.8 px. Trained with it (:math:`\kappa = 5`, the default): 7.40 px, RMSE 15.3
 (seed 1: 7.90 px against ``supervised``'s 9.00; seed 0's ``supervised``: 10.04). On
 ``reaching-mackenzie`` (a ``supervised`` network; its parts move against each other) the
 forest changed the error from 10.1 to 10.3 px, and to 12.7 px before rarely labeled parts

@@ -164,8 +164,7 @@ def _is_number(value: Any) -> bool:
 
 def model_settings(config: RunConfig, options: dict[str, Any]) -> ModelSettings:
     """The :class:`ModelSettings` of a run (edges as indices into the network keypoints)."""
-    index = {name: k for k, name in enumerate(config.keypoints)}
-    edges = [(index[a], index[b]) for a, b in config.skeleton]
+    edges = config.skeleton_edges()
     return ModelSettings(
         variant=config.model,
         stride=int(config.stride),
@@ -195,8 +194,7 @@ def model_settings3d(
             hint=f"3D models: {', '.join(m for m in VARIANTS_3D)}",
         )
     if channels is None:
-        index = {name: k for k, name in enumerate(config.keypoints)}
-        edges = [(index[a], index[b]) for a, b in config.skeleton]
+        edges = config.skeleton_edges()
     else:
         edges = []
         for a, b in config.skeleton:

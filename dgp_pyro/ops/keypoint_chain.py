@@ -85,20 +85,6 @@ def _skeleton_incidence(J: int, edges: Sequence[tuple[int, int]], dtype: torch.d
     return incidence
 
 
-def _skeleton_laplacian(
-    J: int, edges: Sequence[tuple[int, int]], weight: Tensor, dtype: torch.dtype, device
-) -> Tensor:
-    """Per-axis weighted graph Laplacian ``(..., J, J, d)`` of the skeleton, weights ``(..., E, d)``."""
-    incidence = _skeleton_incidence(J, edges, dtype, device)
-    return torch.einsum("ei,...ea,ej->...ija", incidence, weight, incidence)
-
-
-def _offset_information(J: int, edges: Sequence[tuple[int, int]], weight: Tensor, offset: Tensor) -> Tensor:
-    """``(..., J d)``: what the skeleton's mean offsets add to every frame's information vector."""
-    incidence = _skeleton_incidence(J, edges, weight.dtype, weight.device)
-    return torch.einsum("ej,...ea->...ja", incidence, weight * offset).flatten(-2)
-
-
 @dataclass
 class _KeypointInputs:
     """Checked inputs of the Deep Graph Pose chain: missing observations have zero precision."""
@@ -175,8 +161,10 @@ class _KeypointSource(_ChainSource):
         # each frame's diagonal gets the temporal weights of its steps
         pad = step_weight.new_zeros(*step_weight.shape[:-2], 1, J)
         degree = torch.cat([pad, step_weight], dim=-2) + torch.cat([step_weight, pad], dim=-2)  # (..., T, J)
-        # (..., J, J, d): one Laplacian per axis
-        laplacian = _skeleton_laplacian(J, inputs.edges, inputs.skeletal_weight, dtype, device)
+        incidence = _skeleton_incidence(J, inputs.edges, dtype, device)
+        weight = inputs.skeletal_weight  # (..., E, d)
+        # the weighted graph Laplacian of the skeleton, one per axis: (..., J, J, d)
+        laplacian = torch.einsum("ei,...ea,ej->...ija", incidence, weight, incidence)
         eye_d = torch.eye(d, dtype=dtype, device=device)
         self.skeletal = torch.einsum("...ija,ab->...iajb", laplacian, eye_d).reshape(
             *laplacian.shape[:-3], D, D
@@ -185,8 +173,9 @@ class _KeypointSource(_ChainSource):
         self.step_diag = -step_weight.repeat_interleave(d, dim=-1)  # (..., T-1, D)
         self.info = (precision @ mean.unsqueeze(-1)).squeeze(-1).flatten(-2)  # (..., T, D)
         if inputs.skeletal_offset is not None and inputs.edges:
-            offset = _offset_information(J, inputs.edges, inputs.skeletal_weight, inputs.skeletal_offset)
-            self.info = self.info + offset.unsqueeze(-2)
+            # what the mean offsets add to every frame's information vector: (..., 1, J d)
+            offset = torch.einsum("ej,...ea->...ja", incidence, weight * inputs.skeletal_offset)
+            self.info = self.info + offset.flatten(-2).unsqueeze(-2)
         self.T, self.J, self.d, self.D, self.diagonal = T, J, d, D, True
         j, a, b = torch.meshgrid(*(torch.arange(k, device=device) for k in (J, d, d)), indexing="ij")
         self._block_index = ((j * d + a) * D + j * d + b).reshape(-1)  # (J d d,) in (J, d, d) order

@@ -138,12 +138,12 @@ def summarize_frames(
     x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
     b, h0, w0, _ = x.shape
     x = resize_frames(x.to(device, non_blocking=True), size)
-    offsets = None
+    inputs, offsets = normalize_images(x), None
     if getattr(network, "has_offsets", False):
-        logits, offsets = network.forward_with_offsets(normalize_images(x))
+        logits, offsets = network.forward_with_offsets(inputs)
         logits, offsets = logits.float(), offsets.float()
     else:
-        logits = network(normalize_images(x)).float()
+        logits = network(inputs).float()
     # Back to the frame's own pixels: x0 = (x + 0.5) * W0 / W - 0.5, covariance scaled alike.
     factor = torch.tensor([w0 / size[0], h0 / size[1]], dtype=torch.float64)
     modes = [soft_argmax(logits, int(network.stride), temperature=temperature, offsets=offsets)]

@@ -51,7 +51,6 @@ __all__ = [
     "plan_predictions",
     "predict_job",
     "predict_run",
-    "skeleton_edges",
     "unique_stems",
     "write_video_prediction",
 ]
@@ -83,12 +82,6 @@ class VideoPrediction:
     @property
     def is_3d(self) -> bool:
         return isinstance(self.posterior, Posterior3D)
-
-
-def skeleton_edges(run: Run) -> list[tuple[int, int]]:
-    """The run's skeleton as pairs of indices into its keypoints."""
-    index = {name: k for k, name in enumerate(run.config.keypoints)}
-    return [(index[a], index[b]) for a, b in run.config.skeleton]
 
 
 def unique_stems(videos: list[Path], scorer: str) -> list[str]:
@@ -193,7 +186,7 @@ def predict_job(
             run, video, out, job.stem, levels, network=network, batch_size=batch_size, progress=progress
         )
         return VideoPrediction(
-            [video], job.stem, posterior, list(run.config.keypoints), skeleton_edges(run), out, paths
+            [video], job.stem, posterior, list(run.config.keypoints), run.config.skeleton_edges(), out, paths
         )
     model = PosteriorModel3D.from_run(run) if model is None else model
     group = list(job.videos)

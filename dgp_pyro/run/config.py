@@ -129,6 +129,11 @@ class RunConfig:
                 )
         return cls(**data)
 
+    def skeleton_edges(self) -> list[tuple[int, int]]:
+        """The skeleton as pairs of indices into :attr:`keypoints`."""
+        index = {name: k for k, name in enumerate(self.keypoints)}
+        return [(index[a], index[b]) for a, b in self.skeleton]
+
     @property
     def image_size(self) -> tuple[int, int]:
         """``(W, H)``; only valid once the trainer has resolved the default size."""

@@ -187,17 +187,15 @@ def skeletal_setup(config: RunConfig, options: dict[str, Any], train_labels: np.
     if choice == "auto":
         choice = "project" if config.skeleton else "learned"
     learn = bool(options["learn_weights"])
-    if choice == "none" or not VARIANTS[config.model]["skeletal"]:
-        config.skeleton = [] if choice == "none" else config.skeleton
-    elif choice == "learned":
+    if choice == "none":
+        config.skeleton = []
+    elif choice == "learned" and VARIANTS[config.model]["skeletal"]:
         skeleton = learned_skeleton(train_labels, strength)
         config.skeleton = [[config.keypoints[i], config.keypoints[j]] for i, j in skeleton.edges]
         return PotentialWeights(
             torch.ones(keypoints), torch.as_tensor(skeleton.weight), learn, torch.as_tensor(skeleton.offset)
         )
-    index = {name: k for k, name in enumerate(config.keypoints)}
-    edges = [(index[a], index[b]) for a, b in config.skeleton]
-    skeletal = default_skeletal_weights(train_labels, edges, strength)
+    skeletal = default_skeletal_weights(train_labels, config.skeleton_edges(), strength)
     return PotentialWeights(torch.ones(keypoints), torch.as_tensor(skeletal), learn)
 
 

@@ -9,6 +9,10 @@ with ``--holdout`` does), its posterior is computed over the whole video, and sc
 UNLABELED frame (neither training nor calibration labels) against the true 2D keypoints: RMSE,
 median, PCK at 5 px, and the coverage of the 50 / 90 / 95 % credible intervals.
 
+Each variant also gets two bounds on what a better posterior could reach from the same heatmaps
+(:func:`error_bounds`): the RMSE if every hidden keypoint were exact, and if every left/right
+pair were assigned to its true parts.
+
 Prints one JSON line with every variant and the ratio dgp / supervised;
 wall-clock training seconds are reported too, since a graphical-model step also sees the
 unlabeled windows. CPU, ``torch.set_num_threads(2)``.
@@ -29,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dgp_pyro.cli.options import add_model_option_argument
@@ -36,6 +41,60 @@ from dgp_pyro.cli.options import add_model_option_argument
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "bench_dgp_accuracy"
 VARIANTS = ("supervised", "temporal", "skeletal", "dgp")
+
+
+def left_right_pairs(keypoints: list[str]) -> list[tuple[int, int]]:
+    """Index pairs of keypoints whose names differ only by ``left`` / ``right``."""
+    index = {name: k for k, name in enumerate(keypoints)}
+    return [
+        (k, index[name.replace("left", "right")])
+        for k, name in enumerate(keypoints)
+        if "left" in name and name.replace("left", "right") in index
+    ]
+
+
+def error_bounds(
+    pred: np.ndarray, points: np.ndarray, visible: np.ndarray, pairs: list[tuple[int, int]]
+) -> dict[str, float]:
+    """RMSE of ``pred`` against ``points`` (both ``(T, K, 2)``), and two oracle bounds.
+
+    ``rmse_hidden_exact_px``: every keypoint not ``visible`` put exactly on its true position
+    (what perfect occlusion handling would give); ``rmse_swaps_undone_px``: in every frame each
+    of the ``pairs`` assigned to its two true positions the cheaper way (what a prior that never
+    swaps left and right would give). ``hidden_share_of_squared_error``: the share of the
+    squared error on hidden keypoints.
+    """
+    squared = np.sum((pred - points) ** 2, -1)
+    unswapped = pred.copy()
+    for left, right in pairs:
+        swapped = np.sum((pred[:, [right, left]] - points[:, [left, right]]) ** 2, (-1, -2))
+        flip = swapped < squared[:, left] + squared[:, right]
+        unswapped[flip, left], unswapped[flip, right] = pred[flip, right], pred[flip, left]
+    return {
+        "rmse_px": float(np.sqrt(squared.mean())),
+        "rmse_hidden_exact_px": float(np.sqrt(np.where(visible, squared, 0.0).mean())),
+        "rmse_swaps_undone_px": float(np.sqrt(np.sum((unswapped - points) ** 2, -1).mean())),
+        "hidden_share_of_squared_error": float(squared[~visible].sum() / squared.sum()),
+    }
+
+
+def run_error_bounds(run, project: Path) -> dict[str, float]:
+    """:func:`error_bounds` of a run's video predictions over the synthetic project's unlabeled frames."""
+    from dgp_pyro.data.predictions import read_predictions
+    from dgp_pyro.posterior.predict import prediction_stem
+
+    truth = np.load(project / "ground_truth.npz")
+    keypoints = [str(k) for k in truth["keypoints"]]
+    table = read_predictions(run.predictions_dir / f"{prediction_stem('session0.mp4', run.scorer)}.h5")
+    pred = table.xy[:, [list(table.keypoints).index(k) for k in keypoints]].astype(float)
+    unlabeled = np.ones(len(pred), bool)
+    unlabeled[truth["labeled_frames"]] = False
+    return error_bounds(
+        pred[unlabeled],
+        truth["points_2d"][unlabeled, 0],
+        truth["visible"][unlabeled, 0],
+        left_right_pairs(keypoints),
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -127,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "coverage_95": report.get("truth_coverage_95"),
                 "train_seconds": round(seconds, 1),
                 "absent_weight": run.config.absent_weight,
+                "bounds": run_error_bounds(run, project),
             }
             calibration = run.path / "posterior_calibration.json"
             if calibration.is_file():

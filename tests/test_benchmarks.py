@@ -53,3 +53,32 @@ def test_score_threshold_from_labels_separates_labeled_from_hidden():
     # nothing hidden: keep 95 % of the labeled keypoints
     everything = np.ones_like(labeled)
     assert bench.score_threshold_from_labels(confidence, everything) == np.quantile(confidence, 0.05)
+
+
+def test_error_bounds_undo_swaps_and_zero_hidden_errors_exactly():
+    """A prediction that is the truth plus noise, with some left/right pairs swapped and the
+    hidden keypoints far off: undoing the swaps gives the noise-only RMSE, and zeroing the
+    hidden keypoints' errors gives the visible ones' squared error over every keypoint."""
+    bench = _load("bench_dgp_accuracy")
+    names = ["snout", "paw_left", "paw_right", "ear_left", "ear_right"]
+    pairs = bench.left_right_pairs(names)
+    assert pairs == [(1, 2), (3, 4)]
+    rng = np.random.default_rng(0)
+    T = 300
+    points = rng.normal(scale=20.0, size=(T, 5, 2))
+    pred = points + rng.normal(scale=0.5, size=points.shape)
+    noise_only = np.sqrt(np.mean(np.sum((pred - points) ** 2, -1)))
+    swapped = pred.copy()
+    flip = rng.random(T) < 0.3
+    swapped[flip, 1], swapped[flip, 2] = pred[flip, 2], pred[flip, 1]
+    out = bench.error_bounds(swapped, points, np.ones((T, 5), bool), pairs)
+    assert out["rmse_px"] > 5 * noise_only
+    assert np.isclose(out["rmse_swaps_undone_px"], noise_only)
+    assert out["rmse_hidden_exact_px"] == out["rmse_px"] and out["hidden_share_of_squared_error"] == 0.0
+
+    visible = rng.random((T, 5)) < 0.7
+    off = np.where(visible[..., None], pred, pred + 30.0)
+    out = bench.error_bounds(off, points, visible, pairs)
+    squared = np.sum((pred - points) ** 2, -1)
+    assert np.isclose(out["rmse_hidden_exact_px"], np.sqrt(np.where(visible, squared, 0.0).mean()))
+    assert out["hidden_share_of_squared_error"] > 0.99

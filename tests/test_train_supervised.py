@@ -343,6 +343,12 @@ def test_offset_head_flag_trains_the_offsets(synth1, tmp_path):
     assert code == 0, stderr
     run = load_run(tmp_path / "r")
     assert run.config.offset_head and run.network().has_offsets
+    # the graphical models' guide reads the heatmaps alone: refused before anything is trained
+    code, _, stderr = cli(
+        "train", synth1, "--out", tmp_path / "d", "--model", "dgp", *SIZE, "--offset-head", "--quiet"
+    )  # fmt: skip
+    assert code == 2 and "--offset-head is for --model supervised, not dgp" in stderr
+    assert not (tmp_path / "d" / "checkpoints").exists()
 
 
 def test_a_schedule_by_epochs_sets_the_steps_from_the_training_images(synth1, tmp_path):

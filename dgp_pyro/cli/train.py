@@ -62,7 +62,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--offset-head",
         action="store_true",
         default=None,
-        help="also learn location-refinement offsets (DeepLabCut's locref); predictions use them",
+        help="also learn location-refinement offsets (DeepLabCut's locref); predictions use them "
+        "(--model supervised only)",
     )
     schedule = parser.add_mutually_exclusive_group()
     schedule.add_argument("--steps", type=int, default=None, help="optimizer steps (default 400)")

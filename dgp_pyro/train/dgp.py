@@ -57,8 +57,8 @@ on the same split (ratio 0.96). The skeleton learned from the labels did not cha
 it the posterior keeps the top-view paws over their bottom views, but the network trained
 through the windows still fell to 12.3 px (against 7.4 px without; seed 0). The guide's
 corrections learn at their own rate ``guide_lr`` (0.02, as in ``dgp3d``; the network's 1e-3
-barely moves a log precision scale in 240 steps): 3.31 -> 3.26 px (seed 0) and 3.21 -> 3.13 px (seed 1), coverage within
-0.05 of every level on both.
+barely moves a log precision scale in 240 steps): 3.31 -> 3.26 px (seed 0) and 3.21 -> 3.13 px
+(seed 1), coverage within 0.05 of every level on both.
 
 The ELBO is computed from Pyro traces (the same estimator as ``pyro.infer.Trace_ELBO``, with
 reparameterised samples) so its parts can be logged and the step uses the same AdamW,

@@ -52,7 +52,7 @@ from dgp_pyro.data.augment import AugmentConfig, check_size, default_size, flip_
 from dgp_pyro.data.dataset import LabeledImages, image_size, split_frames
 from dgp_pyro.data.project import load_project
 from dgp_pyro.errors import DGPError
-from dgp_pyro.model.registry import default_absent_weight
+from dgp_pyro.model.registry import default_absent_weight, model_spec
 from dgp_pyro.nets.backbone import resolve_weights
 from dgp_pyro.nets.heatmap_net import normalize_images
 from dgp_pyro.nets.heatmaps import heatmap_loss, offset_loss
@@ -242,6 +242,12 @@ def _check_numbers(config: RunConfig) -> None:
             f"--absent-weight {config.absent_weight} must be a number of at least 0",
         ),
         (config.lr_schedule in ("cosine", "constant"), f"unknown lr schedule {config.lr_schedule!r}"),
+        # The graphical models' guide and potentials read the heatmaps alone, so offsets would
+        # move their predictions away from the posterior they fitted.
+        (
+            not (config.offset_head and model_spec(config.model).graphical),
+            f"--offset-head is for --model supervised, not {config.model}",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -1,15 +1,23 @@
-"""The outlier-robust Gaussian form: a dense exact check of the cavity responsibilities, and a
-frame sequence where the network jumps to a wrong blob and the posterior must not follow it."""
+"""The outlier-robust Gaussian form: a dense exact check of the cavity responsibilities (one and
+two modes per heatmap), a frame sequence where the network jumps to a wrong blob and the
+posterior must not follow it, and a mirrored paw whose top view peaks on the wrong paw."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from dgp_pyro.model.dgp import ModelSettings, guide_observations
-from dgp_pyro.model.outliers import DAMPING, TOLERANCE, inlier_responsibilities
+from dgp_pyro.model.dgp import ModelSettings, SecondModes, guide_observations
+from dgp_pyro.model.outliers import (
+    DAMPING,
+    TOLERANCE,
+    inlier_responsibilities,
+    mode_responsibilities,
+    second_mode_share,
+)
 from dgp_pyro.model.potentials import PRIOR_RIDGE, PotentialWeights
 from dgp_pyro.model.structured_guide import GuideCorrection
 from dgp_pyro.ops.keypoint_chain import build_chain_precision, smooth_keypoints
@@ -177,3 +185,116 @@ def test_two_confident_heatmaps_that_disagree_settle_instead_of_flipping():
     ]
     torch.testing.assert_close(answers[0], answers[1], atol=2e-3, rtol=0)
     torch.testing.assert_close(answers[1], answers[2], atol=2e-3, rtol=0)
+
+
+def test_two_modes_one_pass_equals_the_dense_leave_one_out_answer():
+    """From (r, r') = (1, 0) one pass moves each mode's responsibility half-way to the dense
+    answer: the cavity posterior of y_tj (heatmap (t, j) removed, image prior added) scores each
+    mode with its share of the inlier, against the outlier."""
+    g = torch.Generator().manual_seed(5)
+    T, J = 4, 3
+    mean = 100 + 20 * torch.randn(T, J, 2, generator=g, dtype=DTYPE)
+    second = mean + 15 * torch.randn(T, J, 2, generator=g, dtype=DTYPE)
+    X = torch.randn(T, J, 2, 2, generator=g, dtype=DTYPE)
+    precision = X @ X.mT / 2 + 0.05 * torch.eye(2, dtype=DTYPE)
+    precision2 = precision / 3.0
+    share = torch.rand(T, J, generator=g, dtype=DTYPE) * 0.5
+    share[0, 0] = 0.0  # no second mode here: one-mode answer
+    temporal = torch.tensor([0.02, 0.05, 0.01], dtype=DTYPE)
+    edges, skeletal = [(0, 1), (1, 2)], torch.tensor([0.01, 0.03], dtype=DTYPE)
+    prob = 0.1
+    got = mode_responsibilities(
+        mean, precision, None, None, (temporal, edges, skeletal), prob, SIZE, PRIOR_RIDGE, iterations=1,
+        second_mean=second, second_precision=precision2, second_share=share,
+    )  # fmt: skip
+    A, B, h = build_chain_precision(
+        mean, precision, temporal, edges, skeletal, ridge=PRIOR_RIDGE, diagonal_offdiag=True
+    )
+    Lam, eta = _dense(A, B), h.reshape(-1)
+    W, H = SIZE
+    image_precision = torch.diag(torch.tensor([12 / W**2, 12 / H**2], dtype=DTYPE))
+    centre = torch.tensor([(W - 1) / 2, (H - 1) / 2], dtype=DTYPE)
+    for t in range(T):
+        for j in range(J):
+            i = (t * J + j) * 2
+            cavity, cavity_eta = Lam.clone(), eta.clone()
+            cavity[i : i + 2, i : i + 2] -= precision[t, j]
+            cavity_eta[i : i + 2] -= precision[t, j] @ mean[t, j]
+            Sigma = torch.linalg.inv(cavity)
+            m, C = (Sigma @ cavity_eta)[i : i + 2], Sigma[i : i + 2, i : i + 2]
+            C_cav = torch.linalg.inv(torch.linalg.inv(C) + image_precision)
+            m_cav = C_cav @ (torch.linalg.solve(C, m) + image_precision @ centre)
+            w = float(share[t, j])
+            first = (
+                math.log(1 - prob)
+                + math.log(1 - w)
+                + _log_normal(mean[t, j], m_cav, C_cav + torch.linalg.inv(precision[t, j]))
+            )
+            other = -math.inf
+            if w > 0:
+                second_cov = torch.linalg.inv(precision2[t, j])
+                other = math.log((1 - prob) * w) + _log_normal(second[t, j], m_cav, C_cav + second_cov)
+            outlier = math.log(prob) + _log_normal(
+                mean[t, j], centre, torch.linalg.inv(image_precision) + torch.linalg.inv(precision[t, j])
+            )
+            top = max(first, other, outlier)
+            total = top + math.log(sum(math.exp(v - top) for v in (first, other, outlier)))
+            want_first, want_second = max(math.exp(first - total), 1e-4), math.exp(other - total)
+            assert float(got[t, j, 0]) == pytest.approx(1 + DAMPING * (want_first - 1), rel=1e-6, abs=1e-9)
+            assert float(got[t, j, 1]) == pytest.approx(DAMPING * want_second, rel=1e-6, abs=1e-9)
+    one_mode = inlier_responsibilities(
+        mean, precision, None, None, (temporal, edges, skeletal), prob, SIZE, PRIOR_RIDGE, iterations=1
+    )
+    assert float(got[0, 0, 0]) == pytest.approx(float(one_mode[0, 0]), rel=1e-9)
+
+
+def _mirrored_paw(second_confidence: float):
+    """Keypoint 0 (top view) and 1 (bottom view) of one paw share their x (a tight x edge, y
+    free, offset 0 in x and -80 px in y). The bottom view's heatmap is right; the top view's
+    first mode is on the other paw, 60 px off in x and 25 px in y, its second mode on the paw."""
+    truth = torch.tensor([[[150.0, 60.0], [150.0, 140.0]]], dtype=DTYPE)
+    first = truth.clone()
+    first[0, 0] += torch.tensor([60.0, 25.0], dtype=DTYPE)
+    cov = (torch.eye(2, dtype=DTYPE) * 2.0**2).expand(1, 2, 2, 2).clone()
+    second = SecondModes(
+        mean=truth + 0.5,
+        cov=cov * 4.0,
+        confidence=torch.tensor([[second_confidence, 0.0]], dtype=DTYPE),
+        first_confidence=torch.tensor([[0.5, 0.8]], dtype=DTYPE),
+    )
+    weights = PotentialWeights(
+        torch.zeros(2), torch.tensor([[1.0, 1e-12]]), skeletal_offset=torch.tensor([[0.0, -80.0]])
+    )
+    return truth, first, cov, second, weights
+
+
+def test_the_skeleton_picks_the_second_mode_of_a_swapped_paw():
+    """With its second mode the top-view paw lands on the paw, and the right bottom view is not
+    dragged; with the first mode alone the wrong peak is an outlier, and y is left to chance."""
+    truth, first, cov, second, weights = _mirrored_paw(second_confidence=0.1)
+    correction = GuideCorrection(2)
+    settings = _settings(0.05)
+    args = (weights.temporal(), [(0, 1)], weights.skeletal(), weights.skeletal_offset())
+    results = {}
+    for name, modes in (("two", second), ("one", None)):
+        obs_mean, obs_precision = guide_observations(settings, weights, correction, first, cov, second=modes)
+        results[name] = smooth_keypoints(obs_mean, obs_precision, *args, ridge=PRIOR_RIDGE)["mean"]
+    error_two = (results["two"] - truth).norm(dim=-1)[0]
+    error_one = (results["one"] - truth).norm(dim=-1)[0]
+    assert error_two[0] < 2.0 and error_two[1] < 1.0
+    assert error_one[0] > 20.0
+
+
+def test_a_second_mode_too_low_or_unconstrained_changes_nothing():
+    truth, first, cov, second, weights = _mirrored_paw(second_confidence=0.01)  # below MIN_SECOND_PEAK
+    assert float(second_mode_share(second.first_confidence, second.confidence)[0, 0]) == 0.0
+    settings, correction = _settings(0.05), GuideCorrection(2)
+    with_second = guide_observations(settings, weights, correction, first, cov, second=second)
+    without = guide_observations(settings, weights, correction, first, cov)
+    torch.testing.assert_close(with_second, without, rtol=1e-12, atol=1e-12)
+    # a lone keypoint (no potential): the first, stronger mode keeps it
+    lone = ModelSettings(variant="dgp", stride=8, heatmap_sigma=8.0, outlier_prob=0.05, image_size=SIZE)
+    strong = dataclasses.replace(second, confidence=torch.tensor([[0.3, 0.0]], dtype=DTYPE))
+    no_edges = PotentialWeights(torch.zeros(2), torch.zeros(0))
+    obs_mean, _ = guide_observations(lone, no_edges, correction, first, cov, second=strong)
+    assert (obs_mean[0, 0] - first[0, 0]).norm() < 1.0

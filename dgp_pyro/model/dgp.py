@@ -48,7 +48,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from dgp_pyro.model.outliers import inlier_responsibilities
+from dgp_pyro.model.outliers import mode_responsibilities, second_mode_share
 from dgp_pyro.model.potentials import PRIOR_RIDGE, NeuralPotential, PotentialWeights, keypoint_prior
 from dgp_pyro.model.structured_guide import (
     GuideCorrection,
@@ -67,6 +67,21 @@ VARIANTS = {
     "skeletal": {"temporal": False, "skeletal": True},
     "dgp": {"temporal": True, "skeletal": True},
 }
+
+
+@dataclass(frozen=True)
+class SecondModes:
+    """Each heatmap's second mode (:func:`~dgp_pyro.nets.heatmaps.second_mode`) beside its first.
+
+    ``mean (..., T, K, 2)`` and ``cov (..., T, K, 2, 2)`` in the same pixels as the first mode's,
+    ``confidence (..., T, K)`` its peak height (NaN or 0 where there is none) and
+    ``first_confidence`` the first mode's.
+    """
+
+    mean: Tensor
+    cov: Tensor
+    confidence: Tensor
+    first_confidence: Tensor
 
 
 @dataclass
@@ -193,17 +208,22 @@ def guide_observations(
     cov: Float[Tensor, "... frames keypoints 2 2"],
     labels: Float[Tensor, "... frames keypoints 2"] | None = None,
     mask: Bool[Tensor, "... frames keypoints"] | None = None,
+    second: SecondModes | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The guide's pseudo-observations: corrected Gaussian form of the heatmaps, plus the labels.
 
     Returns the mean ``(..., T, K, 2)`` and precision ``(..., T, K, 2, 2)`` of one Gaussian
     observation per keypoint and frame (float64). A heatmap and a label of the same keypoint
     are two Gaussian observations of it, so their precisions add. With ``settings.robust`` each
-    heatmap's precision is first scaled by its inlier responsibility
-    (:func:`~dgp_pyro.model.outliers.inlier_responsibilities`, not differentiated).
+    heatmap's precision is first scaled by its inlier responsibility; with ``second`` (each
+    heatmap's second mode) the heatmap is the mode with the larger responsibility, its
+    precision scaled by both modes' (:func:`~dgp_pyro.model.outliers.mode_responsibilities`,
+    not differentiated).
     """
     dtype = torch.float64
-    mean, precision = correction.correct(mean.to(dtype), torch.linalg.inv(cov.to(dtype)))
+    raw_mean, raw_cov = mean.to(dtype), cov.to(dtype)
+    mean, precision = correction.correct(raw_mean, torch.linalg.inv(raw_cov))
+    information = (precision @ mean[..., None])[..., 0]
     has_labels = labels is not None and mask is not None and bool(mask.any())
     label_precision = label_information = None
     if has_labels:
@@ -211,7 +231,15 @@ def guide_observations(
         label_precision = mask.to(dtype)[..., None, None] * eye / settings.label_sigma**2
         label_information = (label_precision @ _fill_missing(labels, mask).to(dtype)[..., None])[..., 0]
     if settings.robust:
-        inlier = inlier_responsibilities(
+        mean2 = precision2 = share = None
+        if second is not None:
+            share = second_mode_share(second.first_confidence, second.confidence)
+            usable = share > 0  # elsewhere the first mode's spread stands in (no share, no NaN)
+            cov2 = torch.where(usable[..., None, None], second.cov.to(dtype), raw_cov)
+            mean2, precision2 = correction.correct(
+                torch.where(usable[..., None], second.mean.to(dtype), raw_mean), torch.linalg.inv(cov2)
+            )
+        modes = mode_responsibilities(
             mean,
             precision,
             label_precision,
@@ -220,13 +248,20 @@ def guide_observations(
             settings.outlier_prob,
             settings.image_size,
             ridge=PRIOR_RIDGE,
-        )
-        precision = precision * inlier[..., None, None].to(precision)
+            second_mean=mean2,
+            second_precision=precision2,
+            second_share=share,
+        ).to(precision)
+        if second is not None:  # one peak, not a blend that would sit between two blobs
+            use_second = modes[..., 1] > modes[..., 0]
+            mean = torch.where(use_second[..., None], mean2, mean)
+            precision = torch.where(use_second[..., None, None], precision2, precision)
+        precision = modes.sum(-1)[..., None, None] * precision
+        information = (precision @ mean[..., None])[..., 0]
     if not has_labels:
         return mean, precision
     combined = precision + label_precision
-    information = (precision @ mean[..., None])[..., 0] + label_information
-    return torch.linalg.solve(combined, information[..., None])[..., 0], combined
+    return torch.linalg.solve(combined, (information + label_information)[..., None])[..., 0], combined
 
 
 def guide_from_summaries(

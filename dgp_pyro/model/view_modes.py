@@ -31,15 +31,9 @@ from torch import Tensor
 
 from dgp_pyro.model.pseudo_observations3d import DEFAULT_ROBUST, triangulation_observations
 from dgp_pyro.model.views3d import ViewCameras
+from dgp_pyro.nets.heatmaps import MIN_SECOND_PEAK
 
-__all__ = ["MIN_SECOND", "select_view_modes"]
-
-#: Lowest peak height of a second mode that may be used: below it the "mode" may be a tail of the
-#: first bump (a unit bump's tail just outside the hidden window is about 3e-4) or the background.
-#: Chosen on ``bench_vs_deeplabcut``'s mirror-mouse-example held-out frames (dgp3d, 20 labels):
-#: mean error 8.21 / 7.93 / 7.34 / 7.83 px at 0.1 / 0.05 / 0.02 / 0.01, 0.02 best in both
-#: halves of those frames (the right second modes of swapped top-view paws peak at 0.02-0.1).
-MIN_SECOND = 0.02
+__all__ = ["select_view_modes"]
 
 
 @torch.no_grad()
@@ -52,7 +46,7 @@ def select_view_modes(
     second_cov: Float[Tensor, "... views keypoints 2 2"],
     second_confidence: Float[Tensor, "... views keypoints"],
     agree_px: float,
-    min_second: float = MIN_SECOND,
+    min_second: float = MIN_SECOND_PEAK,
     robust: float | None = DEFAULT_ROBUST,
     iterations: int = 3,
 ) -> tuple[Tensor, Tensor, Tensor, Float[Tensor, "... views keypoints"]]:

@@ -32,6 +32,7 @@ from dgp_pyro.data.video import video_info
 from dgp_pyro.data.windows import video_frame_of_image
 from dgp_pyro.model.dgp import (
     ModelSettings,
+    SecondModes,
     guide_observations,
 )
 from dgp_pyro.model.options import DEFAULT_OPTIONS, model_settings
@@ -101,12 +102,30 @@ class PosteriorModel:
         """The posterior over consecutive frames given their network summaries (frame pixels).
 
         Rows of ``summaries`` must be consecutive frames of one video (for the temporal
-        potential); for unrelated images use a variant without it or one row at a time.
+        potential); for unrelated images use a variant without it or one row at a time. Where
+        ``summaries.second`` holds the heatmaps' second modes, a robust model lets each heatmap's
+        two modes share it (:mod:`dgp_pyro.model.outliers`).
         """
         factor = np.array([frame_size[0] / self.size[0], frame_size[1] / self.size[1]])
-        mean = torch.from_numpy((summaries.mean + 0.5) / factor - 0.5)
-        cov = torch.from_numpy(summaries.cov / (factor[:, None] * factor[None, :]))
-        obs_mean, obs_precision = guide_observations(self.settings, self.weights, self.correction, mean, cov)
+
+        def training_pixels(s: NetworkSummaries) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.from_numpy((s.mean + 0.5) / factor - 0.5), torch.from_numpy(
+                s.cov / (factor[:, None] * factor[None, :])
+            )
+
+        mean, cov = training_pixels(summaries)
+        second = None
+        if summaries.second is not None and self.settings.robust:
+            second_mean, second_cov = training_pixels(summaries.second)
+            second = SecondModes(
+                second_mean,
+                second_cov,
+                torch.from_numpy(summaries.second.confidence),
+                torch.from_numpy(summaries.confidence),
+            )
+        obs_mean, obs_precision = guide_observations(
+            self.settings, self.weights, self.correction, mean, cov, second=second
+        )
         smoothed = smooth_keypoints(
             obs_mean,
             obs_precision,
@@ -144,11 +163,19 @@ def video_posterior(
 ) -> KeypointPosterior:
     """The posterior over frames ``start .. stop - 1`` of a video (default: all), streamed."""
     network = run.network() if network is None else network
+    model = PosteriorModel.from_run(run)
     summaries = predict_video(
-        network, video, run.size, batch_size=batch_size, start=start, stop=stop, progress=progress
+        network,
+        video,
+        run.size,
+        batch_size=batch_size,
+        start=start,
+        stop=stop,
+        progress=progress,
+        second_mode=model.settings.robust,
     )
     info = video_info(video)
-    posterior = PosteriorModel.from_run(run).posterior(summaries, (info["width"], info["height"]), levels)
+    posterior = model.posterior(summaries, (info["width"], info["height"]), levels)
     check_finite_posterior(posterior, run, video)
     return posterior
 
@@ -175,7 +202,7 @@ def image_posteriors(
         return image_posteriors3d(run, image_keys, levels, network, context, calibrated)
     model = PosteriorModel.from_run(run, calibrated)
     videos = run.project().videos()
-    single = predict_images(network, image_paths, run.size)
+    single = predict_images(network, image_paths, run.size, second_mode=model.settings.robust)
     parts = []
     for row, (path, key) in enumerate(zip(image_paths, image_keys, strict=True)):
         found = video_frame_of_image(key, videos) if model.settings.temporal else None
@@ -184,7 +211,9 @@ def image_posteriors(
             info = video_info(video)
             if frame < info["n_frames"]:
                 start, stop = max(0, frame - context), min(info["n_frames"], frame + context + 1)
-                summaries = predict_video(network, video, run.size, start=start, stop=stop)
+                summaries = predict_video(
+                    network, video, run.size, start=start, stop=stop, second_mode=model.settings.robust
+                )
                 window = model.posterior(summaries, (info["width"], info["height"]), levels)
                 parts.append(window.select(np.array([frame - start])))
                 continue

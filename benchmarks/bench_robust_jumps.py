@@ -52,11 +52,17 @@ FOLLOWS = 0.5
 
 
 def network_summaries(run, video: Path, cache: Path | None, batch_size: int) -> NetworkSummaries:
-    """The network's summaries over the whole video, from ``cache`` when it holds them."""
+    """The network's summaries over the whole video (second modes too, as the posterior reads
+    them), from ``cache`` when it holds them."""
     if cache is not None and cache.is_file():
         z = np.load(cache)
-        return NetworkSummaries(z["mean"], z["cov"], z["confidence"], z["frame_index"])
-    summaries = predict_video(run.network(), video, run.size, batch_size=batch_size)
+        second = None
+        if "second_mean" in z:
+            second = NetworkSummaries(
+                z["second_mean"], z["second_cov"], z["second_confidence"], z["frame_index"]
+            )
+        return NetworkSummaries(z["mean"], z["cov"], z["confidence"], z["frame_index"], second)
+    summaries = predict_video(run.network(), video, run.size, batch_size=batch_size, second_mode=True)
     if cache is not None:
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as f:
@@ -66,6 +72,9 @@ def network_summaries(run, video: Path, cache: Path | None, batch_size: int) -> 
                     cov=summaries.cov,
                     confidence=summaries.confidence,
                     frame_index=summaries.frame_index,
+                    second_mean=summaries.second.mean,
+                    second_cov=summaries.second.cov,
+                    second_confidence=summaries.second.confidence,
                 )
     return summaries
 
@@ -111,7 +120,13 @@ def inject_swaps(
         )
         size = float(np.linalg.norm(mean[rows, j] - summaries.mean[rows, j], axis=-1).max())
         events.append(Jump(j, start, frames, size))
-    injected = NetworkSummaries(mean, cov, confidence, summaries.frame_index)
+    second = summaries.second
+    if second is not None:  # a swapped-in detection brings no second mode: the priors must bridge it
+        second_confidence = second.confidence.copy()
+        for event in events:
+            second_confidence[event.start : event.stop, event.keypoint] = 0.0
+        second = dataclasses.replace(second, confidence=second_confidence)
+    injected = NetworkSummaries(mean, cov, confidence, summaries.frame_index, second)
     return injected, events
 
 

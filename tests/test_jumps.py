@@ -3,6 +3,7 @@ refusal to follow a swapped peak measured the way bench_robust_jumps measures it
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -98,6 +99,17 @@ def test_the_robust_posterior_does_not_follow_an_injected_swap():
         others = np.delete(summaries.mean[e.start], e.keypoint, axis=0)
         assert np.min(np.linalg.norm(others - swapped, axis=-1)) == 0.0
         assert e.size > 40.0
+    # a swapped-in detection brings no second mode (the priors must bridge it); others keep theirs
+    with_second = dataclasses.replace(
+        summaries, second=dataclasses.replace(summaries, confidence=np.full((T, K), 0.1))
+    )
+    corrupted, events = bench.inject_swaps(with_second, 2, 20, 40.0, seed=0)
+    hit = np.zeros((T, K), bool)
+    for e in events:
+        hit[e.start : e.stop, e.keypoint] = True
+    assert (corrupted.second.confidence[hit] == 0.0).all() and (
+        corrupted.second.confidence[~hit] == 0.1
+    ).all()
     result = bench.injected_jumps(summaries, models, clean, SIZE, [1, 2], 20, 40.0, seed=0)
     for frames in ("1", "2"):
         assert result[frames]["robust"]["followed"] <= 0.05, result

@@ -57,7 +57,7 @@ from dgp_pyro.model.structured_guide import (
     sample_windows,
     window_plate,
 )
-from dgp_pyro.nets import heatmap_loss, soft_argmax
+from dgp_pyro.nets import heatmap_loss, second_mode, soft_argmax
 from dgp_pyro.ops.block_tridiagonal import BlockTridiagonalGaussian
 
 #: The 2D model variants, each a set of switches of the same model function.
@@ -272,12 +272,16 @@ def guide_from_summaries(
     cov: Float[Tensor, "... frames keypoints 2 2"],
     labels: Float[Tensor, "... frames keypoints 2"] | None = None,
     mask: Bool[Tensor, "... frames keypoints"] | None = None,
+    second: SecondModes | None = None,
 ) -> BlockTridiagonalGaussian:
-    """q(y) over runs of consecutive frames from heatmap summaries (soft-argmax mean and spread).
+    """q(y) over runs of consecutive frames from heatmap summaries (soft-argmax mean and spread,
+    and the second modes where given).
 
     Leading dimensions are windows (a batch of independent chains).
     """
-    obs_mean, obs_precision = guide_observations(settings, weights, correction, mean, cov, labels, mask)
+    obs_mean, obs_precision = guide_observations(
+        settings, weights, correction, mean, cov, labels, mask, second=second
+    )
     return guide_chain(obs_mean, obs_precision, potential_arguments(settings, weights), keypoint_dim=2)
 
 
@@ -294,7 +298,17 @@ def dgp_guide(
         return
     pyro.module("guide_correction", correction)
     num_windows, time, keypoints = windows.mask.shape
-    summary = soft_argmax(windows.logits.detach().flatten(0, 1), settings.stride)
+    logits = windows.logits.detach().flatten(0, 1)
+    summary = soft_argmax(logits, settings.stride)
+    second = None
+    if settings.robust:  # the same two-mode heatmaps as the posterior's
+        other = second_mode(logits, settings.stride)
+        second = SecondModes(
+            other.mean.reshape(num_windows, time, keypoints, 2),
+            other.cov.reshape(num_windows, time, keypoints, 2, 2),
+            other.confidence.reshape(num_windows, time, keypoints),
+            summary.confidence.reshape(num_windows, time, keypoints),
+        )
     q = guide_from_summaries(
         settings,
         weights,
@@ -303,5 +317,6 @@ def dgp_guide(
         summary.cov.reshape(num_windows, time, keypoints, 2, 2),
         windows.labels,
         windows.mask,
+        second,
     )
     sample_windows(q, num_windows, settings.unlabeled_weight / (time * keypoints))

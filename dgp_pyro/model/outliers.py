@@ -61,7 +61,8 @@ peak takes over; where nothing constrains the keypoint, the stronger peak keeps 
 mode lower than :data:`~dgp_pyro.nets.heatmaps.MIN_SECOND_PEAK` (a tail of the first bump) is
 not used. This is the 2D counterpart of the 3D views' vote (:mod:`dgp_pyro.model.view_modes`).
 The second modes act wherever a posterior is computed (prediction, calibration, evaluation,
-:mod:`dgp_pyro.posterior.posterior2d`); the training windows' guide keeps the first modes.
+:mod:`dgp_pyro.posterior.posterior2d`) and in the training windows' guide. Retrained with them in
+the guide too, seeds 0 and 2 gave 6.68 and 6.91 px.
 Measured on the DeepLabCut benchmark's mirror split (three seeds' ``dgp`` runs with the skeleton
 learned from the labels, each trained with one mode and predicted with one and with two;
 held-out mean error): 7.40 -> 6.90, 7.90 -> 6.82 and 7.59 -> 6.92 px (``supervised``: 10.04,

@@ -42,6 +42,37 @@ def _log_normal(x, mean, cov):
     return float(-0.5 * r @ torch.linalg.solve(cov, r) - 0.5 * torch.logdet(2 * math.pi * cov))
 
 
+def _image_prior() -> tuple[torch.Tensor, torch.Tensor]:
+    """The precision and centre of "anywhere in the image" for an image of SIZE."""
+    W, H = SIZE
+    return torch.diag(torch.tensor([12 / W**2, 12 / H**2], dtype=DTYPE)), torch.tensor(
+        [(W - 1) / 2, (H - 1) / 2], dtype=DTYPE
+    )
+
+
+def _dense_cavities(mean, precision, temporal, edges, skeletal) -> dict:
+    """``(t, j) -> (m, C)``: the dense posterior of y_tj with heatmap (t, j) removed and the
+    image's spread joined in, from the full precision matrix of the chain."""
+    T, J = mean.shape[:2]
+    A, B, h = build_chain_precision(
+        mean, precision, temporal, edges, skeletal, ridge=PRIOR_RIDGE, diagonal_offdiag=True
+    )
+    Lam, eta = _dense(A, B), h.reshape(-1)
+    image_precision, centre = _image_prior()
+    out = {}
+    for t in range(T):
+        for j in range(J):
+            i = (t * J + j) * 2
+            cavity, cavity_eta = Lam.clone(), eta.clone()
+            cavity[i : i + 2, i : i + 2] -= precision[t, j]
+            cavity_eta[i : i + 2] -= precision[t, j] @ mean[t, j]
+            Sigma = torch.linalg.inv(cavity)
+            m, C = (Sigma @ cavity_eta)[i : i + 2], Sigma[i : i + 2, i : i + 2]
+            C_cav = torch.linalg.inv(torch.linalg.inv(C) + image_precision)
+            out[t, j] = C_cav @ (torch.linalg.solve(C, m) + image_precision @ centre), C_cav
+    return out
+
+
 def test_one_pass_equals_the_dense_leave_one_out_answer():
     """One pass moves r_tj from 1 half-way (DAMPING) to the dense leave-one-out answer: the posterior
     of y_tj without heatmap (t, j), image prior added."""
@@ -56,32 +87,15 @@ def test_one_pass_equals_the_dense_leave_one_out_answer():
     got = inlier_responsibilities(
         mean, precision, None, None, (temporal, edges, skeletal), prob, SIZE, PRIOR_RIDGE, iterations=1
     )
-    A, B, h = build_chain_precision(
-        mean, precision, temporal, edges, skeletal, ridge=PRIOR_RIDGE, diagonal_offdiag=True
-    )
-    Lam, eta = _dense(A, B), h.reshape(-1)
-    W, H = SIZE
-    image_precision = torch.diag(torch.tensor([12 / W**2, 12 / H**2], dtype=DTYPE))
-    centre = torch.tensor([(W - 1) / 2, (H - 1) / 2], dtype=DTYPE)
-    for t in range(T):
-        for j in range(J):
-            i = (t * J + j) * 2
-            cavity, cavity_eta = Lam.clone(), eta.clone()
-            cavity[i : i + 2, i : i + 2] -= precision[t, j]
-            cavity_eta[i : i + 2] -= precision[t, j] @ mean[t, j]
-            Sigma = torch.linalg.inv(cavity)
-            m = (Sigma @ cavity_eta)[i : i + 2]
-            C = Sigma[i : i + 2, i : i + 2]
-            # the image's spread joins the cavity marginal of y_tj
-            C_cav = torch.linalg.inv(torch.linalg.inv(C) + image_precision)
-            m_cav = C_cav @ (torch.linalg.solve(C, m) + image_precision @ centre)
-            heat_cov = torch.linalg.inv(precision[t, j])
-            inlier = math.log(1 - prob) + _log_normal(mean[t, j], m_cav, C_cav + heat_cov)
-            outlier = math.log(prob) + _log_normal(
-                mean[t, j], centre, torch.linalg.inv(image_precision) + heat_cov
-            )
-            want = max(1 / (1 + math.exp(outlier - inlier)), 1e-4)
-            assert float(got[t, j]) == pytest.approx(1 + DAMPING * (want - 1), rel=1e-6, abs=1e-9)
+    image_precision, centre = _image_prior()
+    for (t, j), (m_cav, C_cav) in _dense_cavities(mean, precision, temporal, edges, skeletal).items():
+        heat_cov = torch.linalg.inv(precision[t, j])
+        inlier = math.log(1 - prob) + _log_normal(mean[t, j], m_cav, C_cav + heat_cov)
+        outlier = math.log(prob) + _log_normal(
+            mean[t, j], centre, torch.linalg.inv(image_precision) + heat_cov
+        )
+        want = max(1 / (1 + math.exp(outlier - inlier)), 1e-4)
+        assert float(got[t, j]) == pytest.approx(1 + DAMPING * (want - 1), rel=1e-6, abs=1e-9)
 
 
 def _walk(T: int, seed: int = 0):
@@ -207,41 +221,26 @@ def test_two_modes_one_pass_equals_the_dense_leave_one_out_answer():
         mean, precision, None, None, (temporal, edges, skeletal), prob, SIZE, PRIOR_RIDGE, iterations=1,
         second_mean=second, second_precision=precision2, second_share=share,
     )  # fmt: skip
-    A, B, h = build_chain_precision(
-        mean, precision, temporal, edges, skeletal, ridge=PRIOR_RIDGE, diagonal_offdiag=True
-    )
-    Lam, eta = _dense(A, B), h.reshape(-1)
-    W, H = SIZE
-    image_precision = torch.diag(torch.tensor([12 / W**2, 12 / H**2], dtype=DTYPE))
-    centre = torch.tensor([(W - 1) / 2, (H - 1) / 2], dtype=DTYPE)
-    for t in range(T):
-        for j in range(J):
-            i = (t * J + j) * 2
-            cavity, cavity_eta = Lam.clone(), eta.clone()
-            cavity[i : i + 2, i : i + 2] -= precision[t, j]
-            cavity_eta[i : i + 2] -= precision[t, j] @ mean[t, j]
-            Sigma = torch.linalg.inv(cavity)
-            m, C = (Sigma @ cavity_eta)[i : i + 2], Sigma[i : i + 2, i : i + 2]
-            C_cav = torch.linalg.inv(torch.linalg.inv(C) + image_precision)
-            m_cav = C_cav @ (torch.linalg.solve(C, m) + image_precision @ centre)
-            w = float(share[t, j])
-            first = (
-                math.log(1 - prob)
-                + math.log(1 - w)
-                + _log_normal(mean[t, j], m_cav, C_cav + torch.linalg.inv(precision[t, j]))
-            )
-            other = -math.inf
-            if w > 0:
-                second_cov = torch.linalg.inv(precision2[t, j])
-                other = math.log((1 - prob) * w) + _log_normal(second[t, j], m_cav, C_cav + second_cov)
-            outlier = math.log(prob) + _log_normal(
-                mean[t, j], centre, torch.linalg.inv(image_precision) + torch.linalg.inv(precision[t, j])
-            )
-            top = max(first, other, outlier)
-            total = top + math.log(sum(math.exp(v - top) for v in (first, other, outlier)))
-            want_first, want_second = max(math.exp(first - total), 1e-4), math.exp(other - total)
-            assert float(got[t, j, 0]) == pytest.approx(1 + DAMPING * (want_first - 1), rel=1e-6, abs=1e-9)
-            assert float(got[t, j, 1]) == pytest.approx(DAMPING * want_second, rel=1e-6, abs=1e-9)
+    image_precision, centre = _image_prior()
+    for (t, j), (m_cav, C_cav) in _dense_cavities(mean, precision, temporal, edges, skeletal).items():
+        w = float(share[t, j])
+        first = (
+            math.log(1 - prob)
+            + math.log(1 - w)
+            + _log_normal(mean[t, j], m_cav, C_cav + torch.linalg.inv(precision[t, j]))
+        )
+        other = -math.inf
+        if w > 0:
+            second_cov = torch.linalg.inv(precision2[t, j])
+            other = math.log((1 - prob) * w) + _log_normal(second[t, j], m_cav, C_cav + second_cov)
+        outlier = math.log(prob) + _log_normal(
+            mean[t, j], centre, torch.linalg.inv(image_precision) + torch.linalg.inv(precision[t, j])
+        )
+        top = max(first, other, outlier)
+        total = top + math.log(sum(math.exp(v - top) for v in (first, other, outlier)))
+        want_first, want_second = max(math.exp(first - total), 1e-4), math.exp(other - total)
+        assert float(got[t, j, 0]) == pytest.approx(1 + DAMPING * (want_first - 1), rel=1e-6, abs=1e-9)
+        assert float(got[t, j, 1]) == pytest.approx(DAMPING * want_second, rel=1e-6, abs=1e-9)
     one_mode = inlier_responsibilities(
         mean, precision, None, None, (temporal, edges, skeletal), prob, SIZE, PRIOR_RIDGE, iterations=1
     )

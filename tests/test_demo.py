@@ -11,8 +11,11 @@ import numpy as np
 from dgp_pyro.cli.main import main
 from dgp_pyro.data.synthetic import write_synthetic_project
 from dgp_pyro.data.video import VideoReader, write_video
+from dgp_pyro.eval import report
 from dgp_pyro.geometry.camera_group import CameraGroup
 from dgp_pyro.posterior.files3d import read_points3d
+from dgp_pyro.run.config import RunConfig
+from dgp_pyro.run.folder import load_run
 
 
 def test_demo_trains_every_model_and_writes_the_report(tmp_path):
@@ -32,6 +35,21 @@ def test_demo_trains_every_model_and_writes_the_report(tmp_path):
     assert "| dgp3d |" in report
     assert (out / "predictions" / "dgp3d" / "session0_DGPpyro_dgp3d_3d.csv").is_file()
     assert (out / "predictions" / "dgp" / "session0_cam1_DGPpyro_dgp.h5").is_file()
+
+
+def test_demo_uses_the_quick_network_on_the_bundled_project_and_the_training_defaults_on_others(
+    tmp_path, monkeypatch
+):
+    project = write_synthetic_project(tmp_path / "p", views=1, frames=30, labeled=10, seed=0, size=(64, 64))
+    monkeypatch.setattr(report, "BUNDLED_PROJECT", project)  # stands in for data/synthetic-mouse
+    quick = ["--models", "supervised", "--steps", "2", "--size", "64x64"]
+    assert main(["demo", "--out", str(tmp_path / "bundled"), *quick]) == 0
+    assert main(["demo", "--out", str(tmp_path / "own"), "--project", str(project), *quick]) == 0
+    bundled = load_run(tmp_path / "bundled" / "runs" / "supervised").config
+    own = load_run(tmp_path / "own" / "runs" / "supervised").config
+    assert (bundled.backbone, bundled.weights) == (report.BUNDLED_BACKBONE, None)  # from scratch
+    assert (own.backbone, own.weights) == (RunConfig.backbone, "DEFAULT")  # dgp-pyro train's network
+    assert json.loads((tmp_path / "own" / "metrics.json").read_text())["backbone"] == RunConfig.backbone
 
 
 def test_demo_refuses_unknown_models_and_3d_without_cameras(tmp_path, capsys):

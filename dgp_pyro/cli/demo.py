@@ -10,7 +10,9 @@ import argparse
 import time
 
 from dgp_pyro.cli.options import add_view_arguments, parse_size
-from dgp_pyro.eval.report import DEMO_MODELS, run_demo
+from dgp_pyro.data.augment import DEFAULT_MAX_SIDE
+from dgp_pyro.eval.report import BUNDLED_BACKBONE, BUNDLED_STEPS, DEMO_MODELS, run_demo
+from dgp_pyro.run.config import RunConfig
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,10 +25,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, help="output folder (report.md, runs/, predictions/, plots)")
     parser.add_argument("--project", default=None, help="project to use (default: the bundled synthetic one)")
-    parser.add_argument("--steps", type=int, default=150, help="training steps per model (default 150)")
-    parser.add_argument("--backbone", default="resnet18", help="ResNet backbone (default resnet18)")
     parser.add_argument(
-        "--size", type=parse_size, default=None, help="training image size WxH (default: the frames' size)"
+        "--steps",
+        type=int,
+        default=None,
+        help=f"training steps per model (default {BUNDLED_STEPS} on the bundled project, "
+        f"{RunConfig.steps} as in dgp-pyro train on --project)",
+    )
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        help=f"network backbone (default {BUNDLED_BACKBONE} from scratch on the bundled project, "
+        f"{RunConfig.backbone} from its packaged ImageNet weights as in dgp-pyro train on --project)",
+    )
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=None,
+        help="training image size WxH (default: as dgp-pyro train, the frames scaled to a long side "
+        f"of at most {DEFAULT_MAX_SIDE})",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--models", nargs="+", default=list(DEMO_MODELS), help="models to train and compare")

@@ -44,6 +44,11 @@ from dgp_pyro.run.folder import FINISHED, Run, load_run
 
 #: The demo's models, in report order.
 DEMO_MODELS = ("supervised", "dgp", "dgp3d")
+#: The bundled project's network and schedule. Its small, clean synthetic frames need neither
+#: ImageNet weights nor a long schedule, and the demo stays at minutes on a laptop; a real
+#: project (``--project``) gets what ``dgp-pyro train`` uses (:class:`RunConfig`'s defaults).
+BUNDLED_BACKBONE = "resnet18"
+BUNDLED_STEPS = 150
 #: What the report's table holds, with ground truth (synthetic projects) and without it.
 TRUTH_NOTE = """\
 Errors are against the synthetic ground truth on every unlabeled frame of every camera's video; coverage
@@ -65,8 +70,8 @@ def run_demo(
     out: str | Path,
     project_path: str | Path | None = None,
     *,
-    steps: int = 150,
-    backbone: str = "resnet18",
+    steps: int | None = None,
+    backbone: str | None = None,
     size: tuple[int, int] | None = None,
     seed: int = 0,
     models: Sequence[str] = DEMO_MODELS,
@@ -80,11 +85,16 @@ def run_demo(
 
     Also ``out/metrics.json`` (the summary returned), ``out/runs/<model>``,
     ``out/predictions/<model>`` and the figures; finished runs are reused, interrupted ones
-    resumed. ``say`` receives the progress messages. See the module doc.
+    resumed. ``say`` receives the progress messages. See the module doc. ``steps`` and
+    ``backbone`` left out: :data:`BUNDLED_STEPS` and :data:`BUNDLED_BACKBONE` on the bundled
+    project, ``dgp-pyro train``'s defaults on ``project_path``.
     """
     say = say or (lambda message: None)
     models = list(models)
     out = check_output_folder(out, "--out")  # before any work
+    bundled = project_path is None
+    backbone = backbone or (BUNDLED_BACKBONE if bundled else RunConfig.backbone)
+    steps = steps if steps is not None else (BUNDLED_STEPS if bundled else RunConfig.steps)
     if steps < 1:
         raise DGPError(f"--steps {steps} must be at least 1")
     unknown = [m for m in models if m not in MODELS]

@@ -223,18 +223,14 @@ def test_two_modes_one_pass_equals_the_dense_leave_one_out_answer():
     )  # fmt: skip
     image_precision, centre = _image_prior()
     for (t, j), (m_cav, C_cav) in _dense_cavities(mean, precision, temporal, edges, skeletal).items():
-        w = float(share[t, j])
-        first = (
-            math.log(1 - prob)
-            + math.log(1 - w)
-            + _log_normal(mean[t, j], m_cav, C_cav + torch.linalg.inv(precision[t, j]))
-        )
+        w, heat_cov = float(share[t, j]), torch.linalg.inv(precision[t, j])
+        first = math.log(1 - prob) + math.log(1 - w) + _log_normal(mean[t, j], m_cav, C_cav + heat_cov)
         other = -math.inf
         if w > 0:
             second_cov = torch.linalg.inv(precision2[t, j])
             other = math.log((1 - prob) * w) + _log_normal(second[t, j], m_cav, C_cav + second_cov)
         outlier = math.log(prob) + _log_normal(
-            mean[t, j], centre, torch.linalg.inv(image_precision) + torch.linalg.inv(precision[t, j])
+            mean[t, j], centre, torch.linalg.inv(image_precision) + heat_cov
         )
         top = max(first, other, outlier)
         total = top + math.log(sum(math.exp(v - top) for v in (first, other, outlier)))
